@@ -1,0 +1,65 @@
+"""Service settings: environment variables with the `GANFT_` prefix, read in one place.
+
+With nothing set, everything lives under `GANFT_DATA_DIR` (default `./.ganft`): a SQLite
+file, a server-less Celery transport and a local artifact folder (the embedded default).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "todo"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GANFT_", extra="ignore")
+
+    data_dir: Path = Path(".ganft")  # root of every default location below
+    database_url: str = ""  # SQLAlchemy URL; default: sqlite file in data_dir
+    broker_url: str = ""  # Celery broker; default: kombu filesystem transport in data_dir
+    store_url: str = ""  # artifact store; default: file:// folder in data_dir
+
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)  # datasets and models, per upload
+    max_json_bytes: int = Field(default=1024**2, ge=1024)  # JSON request bodies
+    rate_limit_per_s: float = Field(default=200.0, gt=0)  # sustained requests per API key
+    rate_limit_burst: int = Field(default=400, ge=1)  # token bucket size per API key
+
+    lease_s: float = Field(default=60.0, gt=0)  # a job's lease; renewed every lease_s / 4
+    reaper_interval_s: float = Field(default=10.0, gt=0)  # how often workers sweep expired leases
+    max_attempts: int = Field(default=3, ge=1)  # worker_lost after this many lost attempts
+    cancel_grace_s: float = Field(default=5.0, ge=0)  # cooperative stop, then the child is killed
+    progress_interval_s: float = Field(default=0.5, gt=0)  # at most one progress write per interval
+    inception_weights: Path | None = None  # local Inception weights for FID (else the spec's evaluator)
+
+    webhook_secret: str = ""  # signs webhooks; refused when a placeholder
+
+    @model_validator(mode="after")
+    def _defaults_and_secrets(self) -> Settings:
+        if self.webhook_secret.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("GANFT_WEBHOOK_SECRET is a placeholder: set a real secret or leave it empty")
+        data = self.data_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{data / 'ganft.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if not self.store_url:
+            self.store_url = (data / "store").as_uri()
+        return self
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the server-less transport keeps its messages."""
+        return self.data_dir.resolve() / "broker"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,104 @@
+"""Typed training specs: one pydantic model per method.
+
+This module imports neither torch nor numpy, so the API can validate a JobCreate's
+`hyperparameters` at POST time (a 422 naming the field) without loading the trainer.
+Every field is optional with a default that works; bounds reject absurd values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["ssgan", "adapt"]
+
+Steps = Annotated[int, Field(ge=1, le=1_000_000)]
+Batch = Annotated[int, Field(ge=1, le=4096)]
+LearningRate = Annotated[float, Field(gt=0.0, le=1.0)]
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+Interval = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SsganHyperparameters(_Strict):
+    """Semi-supervised GAN fine-tuning (Salimans et al. 2016, GAN-BERT)."""
+
+    steps: Steps = 3000  # optimisation steps (one D step + one G step each)
+    batch_size: Batch = 100  # labeled examples per D step
+    unlabeled_batch_size: Batch = 100  # unlabeled real and generated examples per step
+    lr_d: LearningRate = 3e-4  # Adam learning rate of the classifier/discriminator
+    lr_g: LearningRate = 3e-4  # Adam learning rate of the generator
+    beta1: Beta = 0.5  # Adam beta1 for both nets
+    beta2: Beta = 0.999  # Adam beta2 for both nets
+    unsupervised_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0  # weight of the real/fake terms in D's loss
+    generator_space: Literal["input", "feature"] = "input"  # G makes inputs, or backbone features (GAN-BERT)
+    z_dim: Annotated[int, Field(ge=1, le=4096)] = 100  # generator noise size
+    architecture: str | None = None  # classifier when no base model: None picks by input layout
+    freeze_blocks: Annotated[int, Field(ge=0, le=64)] = 0  # lowest backbone blocks kept frozen
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # EMA of D weights for evaluation; 0 = off
+    run_control: bool = True  # also train the supervised-only control with the same budget
+    validation_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2  # split off when no validation set is given
+    eval_every: Interval = 500  # steps between evaluations
+    checkpoint_every: Interval = 500  # steps between checkpoints
+    log_every: Interval = 50  # steps between progress reports (the only host syncs)
+    deterministic: bool = False  # torch deterministic algorithms (bit-exact resume on CPU)
+
+
+class AdaptHyperparameters(_Strict):
+    """Few-shot adaptation of a pretrained GAN: FreezeD, DiffAugment, ADA, R1, EMA of G."""
+
+    steps: Steps = 2000  # optimisation steps (one D step + one G step each)
+    batch_size: Batch = 32  # real and generated images per step
+    lr_g: LearningRate = 2e-4  # Adam learning rate of G
+    lr_d: LearningRate = 2e-4  # Adam learning rate of D
+    beta1: Beta = 0.0  # Adam beta1 (StyleGAN2-ADA uses 0)
+    beta2: Beta = 0.99  # Adam beta2
+    z_dim: Annotated[int, Field(ge=1, le=4096)] = 64  # latent size when training from scratch
+    generator_architecture: str | None = None  # G when no base model: None picks by image size
+    discriminator_architecture: str | None = None  # D when no base model
+    freeze_d_blocks: Annotated[int, Field(ge=0, le=64)] = 0  # FreezeD: lowest D blocks kept frozen
+    diffaugment: list[Literal["color", "translation", "cutout"]] = ["color", "translation", "cutout"]
+    ada: bool = True  # adaptive augmentation probability (Karras et al. 2020)
+    ada_target: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6  # target of E[sign(D(real))]
+    ada_interval: Interval = 4  # steps between p updates
+    ada_speed_images: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000  # images for p to move 0 -> 1
+    augment_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # initial (or fixed, when ada is off) p
+    r1_gamma: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.1  # R1 penalty weight; 0 = off
+    r1_every: Interval = 4  # lazy R1: apply every N steps, scaled by N
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999  # EMA of G weights; 0 = off
+    eval_every: Interval = 500  # steps between FID/KID evaluations and sample grids
+    eval_samples: Annotated[int, Field(ge=16, le=100_000)] = 1000  # generated images per FID/KID
+    checkpoint_every: Interval = 500  # steps between checkpoints
+    log_every: Interval = 50  # steps between progress reports
+    deterministic: bool = False  # torch deterministic algorithms
+
+
+HYPERPARAMETERS: dict[str, type[_Strict]] = {"ssgan": SsganHyperparameters, "adapt": AdaptHyperparameters}
+
+
+class TrainSpec(_Strict):
+    """What `python -m ganft_core train SPEC.json` reads: the training part of a JobCreate."""
+
+    method: Method
+    hyperparameters: SsganHyperparameters | AdaptHyperparameters | dict[str, Any] = Field(default_factory=dict)
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_hyperparameters(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("method") in HYPERPARAMETERS:
+            hp = data.get("hyperparameters") or {}
+            if isinstance(hp, dict):
+                data = {**data, "hyperparameters": HYPERPARAMETERS[data["method"]].model_validate(hp)}
+        return data
+
+    @model_validator(mode="after")
+    def _check_method_matches(self) -> TrainSpec:
+        expected = HYPERPARAMETERS[self.method]
+        if not isinstance(self.hyperparameters, expected):
+            raise ValueError(f"hyperparameters do not match method {self.method!r}")
+        return self
