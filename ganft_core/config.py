@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Method = Literal["ssgan", "adapt"]
 
@@ -57,16 +57,20 @@ class AdaptHyperparameters(_Strict):
     lr_d: LearningRate = 2e-4  # Adam learning rate of D
     beta1: Beta = 0.0  # Adam beta1 (StyleGAN2-ADA uses 0)
     beta2: Beta = 0.99  # Adam beta2
-    z_dim: Annotated[int, Field(ge=1, le=4096)] = 64  # latent size when training from scratch
-    generator_architecture: str | None = None  # G when no base model: None picks by image size
-    discriminator_architecture: str | None = None  # D when no base model
+    z_dim: Annotated[int, Field(ge=1, le=4096)] = 64  # latent size when training from scratch (a base G has its own)
+    # G and D when no base model (registry names); None picks by image size (registry.default_gan_for)
+    generator_architecture: Literal["dcgan_g", "conv_g", "mlp_g"] | None = None
+    discriminator_architecture: Literal["dcgan_d", "conv_d", "mlp_d"] | None = None
     freeze_d_blocks: Annotated[int, Field(ge=0, le=64)] = 0  # FreezeD: lowest D blocks kept frozen
+    # DiffAugment ops (Zhao et al. 2020) on every D input, real and fake, D and G steps; [] = none
     diffaugment: list[Literal["color", "translation", "cutout"]] = ["color", "translation", "cutout"]
     ada: bool = True  # adaptive augmentation probability (Karras et al. 2020)
     ada_target: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6  # target of E[sign(D(real))]
     ada_interval: Interval = 4  # steps between p updates
     ada_speed_images: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000  # images for p to move 0 -> 1
-    augment_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # initial (or fixed, when ada is off) p
+    # probability of each augmentation per image: the initial p under ADA, the fixed p without;
+    # None = 0 under ADA (p grows as D overfits), 1 without (plain DiffAugment, every image augmented)
+    augment_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     r1_gamma: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.1  # R1 penalty weight; 0 = off
     r1_every: Interval = 4  # lazy R1: apply every N steps, scaled by N
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999  # EMA of G weights; 0 = off
@@ -93,7 +97,17 @@ class TrainSpec(_Strict):
         if isinstance(data, dict) and data.get("method") in HYPERPARAMETERS:
             hp = data.get("hyperparameters") or {}
             if isinstance(hp, dict):
-                data = {**data, "hyperparameters": HYPERPARAMETERS[data["method"]].model_validate(hp)}
+                try:
+                    parsed = HYPERPARAMETERS[data["method"]].model_validate(hp)
+                except ValidationError as exc:
+                    # Re-raise with locations under `hyperparameters.` so a 422 names the real field.
+                    errors: list[Any] = [
+                        {"type": e["type"], "loc": ("hyperparameters", *e["loc"]), "input": e["input"]}
+                        | ({"ctx": e["ctx"]} if "ctx" in e else {})
+                        for e in exc.errors()
+                    ]
+                    raise ValidationError.from_exception_data(cls.__name__, errors) from None
+                data = {**data, "hyperparameters": parsed}
         return data
 
     @model_validator(mode="after")

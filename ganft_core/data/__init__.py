@@ -1,0 +1,23 @@
+"""Datasets: loading the three upload formats, validation splits and summaries.
+
+numpy and Pillow only — never torch — because the API validates uploads by running
+`python -m ganft_core inspect` in a subprocess that must start fast and stay small.
+"""
+
+from ganft_core.data.archive import ArchiveLimits
+from ganft_core.data.load import FORMATS, detect_format, load_dataset
+from ganft_core.data.split import align_validation, split_validation
+from ganft_core.data.types import UNLABELED, Dataset, Layout, dataset_stats
+
+__all__ = [
+    "FORMATS",
+    "UNLABELED",
+    "ArchiveLimits",
+    "Dataset",
+    "Layout",
+    "align_validation",
+    "dataset_stats",
+    "detect_format",
+    "load_dataset",
+    "split_validation",
+]

@@ -1,0 +1,67 @@
+"""`load_dataset`: pick the format (given, or sniffed from the file's first bytes) and load it."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable
+from pathlib import Path
+
+from ganft_core.data.archive import ArchiveLimits, SafeZip
+from ganft_core.data.csvfile import load_csv
+from ganft_core.data.imagefolder import load_imagefolder
+from ganft_core.data.npz import load_npz
+from ganft_core.data.types import Dataset
+from ganft_core.errors import DatasetError
+
+FORMATS = ("imagefolder", "npz", "csv")
+_LOADERS: dict[str, Callable[[Path, ArchiveLimits], Dataset]] = {
+    "imagefolder": load_imagefolder,
+    "npz": load_npz,
+    "csv": load_csv,
+}
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty zip
+_NPY_MAGIC = b"\x93NUMPY"
+_SNIFF_BYTES = 64 * 1024
+
+
+def detect_format(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> str:
+    """'npz' for a zip of only .npy members, 'imagefolder' for any other zip, 'csv' for UTF-8 text."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"no dataset file at {path}")
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head:
+        raise DatasetError("the file is empty")
+    if head.startswith(_ZIP_MAGIC):
+        # An npz is itself a zip: tell them apart by the members' names.
+        with SafeZip(path, limits) as archive:
+            names = [m.name for m in archive.members]
+        if not names:
+            raise DatasetError("the archive is empty")
+        return "npz" if all(n.endswith(".npy") for n in names) else "imagefolder"
+    if head.startswith(_NPY_MAGIC):
+        raise DatasetError("a bare .npy file is not a dataset: save x and y together with numpy.savez", field="format")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        raise DatasetError("unrecognised file: not a zip, an npz or a UTF-8 csv", field="format") from None
+    if b"\x00" in head:
+        raise DatasetError("unrecognised file: not a zip, an npz or a UTF-8 csv", field="format")
+    return "csv"
+
+
+def load_dataset(path: str | Path, fmt: str | None = None, *, limits: ArchiveLimits = ArchiveLimits()) -> Dataset:
+    """Load an uploaded dataset (`fmt`: 'imagefolder', 'npz', 'csv' or None to detect it).
+
+    Every problem the user can fix is a DatasetError whose message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"no dataset file at {path}")
+    if fmt is None:
+        fmt = detect_format(path, limits)
+    loader = _LOADERS.get(fmt.lower())
+    if loader is None:
+        raise DatasetError(f"unknown dataset format {fmt!r}; use one of {', '.join(FORMATS)}", field="format")
+    return loader(path, limits)
