@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,12 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=0.5, gt=0)  # at most one progress write per interval
     inception_weights: Path | None = None  # local Inception weights for FID (else the spec's evaluator)
 
+    inspect_timeout_s: float = Field(default=300.0, gt=0)  # dataset inspection subprocess, wall clock
+    inspect_max_memory_bytes: int = Field(default=8 * 1024**3, ge=256 * 1024**2)  # its address-space limit
+    broker_timeout_s: float = Field(default=2.0, gt=0)  # API: connect/publish to the broker, /readyz probe
+    sse_poll_interval_s: float = Field(default=0.5, gt=0)  # how often an event stream looks for new events
+    sse_ping_interval_s: float = Field(default=15.0, gt=0)  # `: ping` comment on an idle event stream
+
     webhook_secret: str = ""  # signs webhooks; refused when a placeholder
 
     @model_validator(mode="after")
@@ -58,6 +65,22 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         """Where the server-less transport keeps its messages."""
         return self.data_dir.resolve() / "broker"
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Kombu transport options every producer and consumer of `broker_url` must share.
+
+        The filesystem transport reads and writes one folder (and keeps Celery's fanout
+        table in a subfolder); a producer with other folders would post where no worker looks.
+        Creates the folders. Network brokers get a short connect timeout.
+        """
+        if self.is_embedded_broker:
+            control = self.broker_folder / "control"
+            control.mkdir(parents=True, exist_ok=True)
+            folder = str(self.broker_folder)
+            return {"data_folder_in": folder, "data_folder_out": folder, "control_folder": str(control)}
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return {"socket_connect_timeout": self.broker_timeout_s}
+        return {}
 
 
 @lru_cache

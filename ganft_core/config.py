@@ -24,26 +24,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ArchitectureArgument = bool | int | float | str | list[int] | list[float]
+
+
 class SsganHyperparameters(_Strict):
     """Semi-supervised GAN fine-tuning (Salimans et al. 2016, GAN-BERT)."""
 
-    steps: Steps = 3000  # optimisation steps (one D step + one G step each)
-    batch_size: Batch = 100  # labeled examples per D step
-    unlabeled_batch_size: Batch = 100  # unlabeled real and generated examples per step
-    lr_d: LearningRate = 3e-4  # Adam learning rate of the classifier/discriminator
-    lr_g: LearningRate = 3e-4  # Adam learning rate of the generator
-    beta1: Beta = 0.5  # Adam beta1 for both nets
-    beta2: Beta = 0.999  # Adam beta2 for both nets
+    steps: Steps = 3000  # optimisation steps (one D step + one G step + one control step each)
+    batch_size: Batch = 100  # labeled examples per D step, drawn with replacement from the labeled set
+    unlabeled_batch_size: Batch = 100  # unlabeled real and generated examples per D step (and per G step)
+    # None picks: 3e-3 for a dense net from scratch (Improved-GAN MNIST), 3e-4 for a conv net from
+    # scratch (Improved-GAN CIFAR), 1e-4 when fine-tuning a base model.
+    lr_d: LearningRate | None = None  # Adam learning rate of the classifier/discriminator (and the control)
+    lr_g: LearningRate | None = None  # Adam learning rate of the generator; None = lr_d
+    lr_decay_start: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # fraction of steps, then lr falls linearly to 0
+    beta1: Beta = 0.5  # Adam beta1 for all nets (Improved-GAN)
+    beta2: Beta = 0.999  # Adam beta2 for all nets
     unsupervised_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0  # weight of the real/fake terms in D's loss
     generator_space: Literal["input", "feature"] = "input"  # G makes inputs, or backbone features (GAN-BERT)
     z_dim: Annotated[int, Field(ge=1, le=4096)] = 100  # generator noise size
     architecture: str | None = None  # classifier when no base model: None picks by input layout
-    freeze_blocks: Annotated[int, Field(ge=0, le=64)] = 0  # lowest backbone blocks kept frozen
-    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # EMA of D weights for evaluation; 0 = off
+    # Overrides of the architecture's registry arguments (e.g. {"hidden": [500, 250]}), checked when the
+    # net is built; input shape, class count and normalisation are filled in from the data.
+    architecture_arguments: dict[str, ArchitectureArgument] = Field(default_factory=dict)
+    freeze_blocks: Annotated[int, Field(ge=0, le=64)] = 0  # lowest backbone blocks kept frozen (both nets)
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999  # EMA of classifier weights for evaluation; 0 = off
     run_control: bool = True  # also train the supervised-only control with the same budget
     validation_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2  # split off when no validation set is given
     eval_every: Interval = 500  # steps between evaluations
     checkpoint_every: Interval = 500  # steps between checkpoints
+    keep_checkpoints: Annotated[int, Field(ge=1, le=1000)] = 3  # newest checkpoints kept on disk
     log_every: Interval = 50  # steps between progress reports (the only host syncs)
     deterministic: bool = False  # torch deterministic algorithms (bit-exact resume on CPU)
 

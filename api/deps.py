@@ -1,0 +1,132 @@
+"""FastAPI dependencies as `Annotated` aliases: routes ask for what they need by type.
+
+    def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job: ...
+
+The app's long-lived parts (settings, engine, store, broker client, rate limiter) live on
+`app.state`, set by `api.main.create_app`; these functions hand them to routes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.problems import Problem, not_found, unauthorized
+from api.queue import JobQueue
+from ganft.db.session import session_scope
+from ganft.db.tables import Dataset, Job, Model
+from ganft.repo import datasets, jobs, keys, models
+from ganft.repo.keys import Principal
+from ganft.settings import Settings
+from ganft.store import Store
+
+
+class RateLimiter:
+    """A token bucket per API key: `rate` tokens a second, at most `burst` saved up.
+
+    Per API process: with several processes behind a balancer each enforces its own bucket.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, monotonic time)
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> float:
+        """Take one token; returns 0 when allowed, else the seconds until a token is available."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _queue(request: Request) -> JobQueue:
+    queue: JobQueue = request.app.state.queue
+    return queue
+
+
+def _session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    with factory() as session:
+        yield session
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gft_...`")
+
+
+def _principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller behind the bearer key (401 otherwise), after taking a rate-limit token (429)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    # A short session of its own: the request's session may live on through a stream.
+    with session_scope(request.app.state.engine) as session:
+        principal = keys.authenticate(session, key=credentials.credentials)
+    if principal is None:
+        raise unauthorized("invalid or revoked API key")
+    limiter: RateLimiter = request.app.state.rate_limiter
+    wait = limiter.acquire(principal.key_id)
+    if wait > 0:
+        raise Problem(429, "rate limit exceeded for this API key", headers={"Retry-After": str(math.ceil(wait))})
+    request.state.principal = principal
+    return principal
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+StoreDep = Annotated[Store, Depends(_store)]
+QueueDep = Annotated[JobQueue, Depends(_queue)]
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
+TenantDep = Annotated[Principal, Depends(_principal)]
+
+
+# ---------------------------------------------------------------- the caller's objects, or 404
+
+
+def _tenant_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:
+    job = jobs.get(session, tenant_id=tenant.tenant_id, job_id=job_id)
+    if job is None:  # absent and another tenant's look the same
+        raise not_found("job", job_id)
+    return job
+
+
+def _tenant_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Dataset:
+    dataset = datasets.get(session, tenant_id=tenant.tenant_id, dataset_id=dataset_id)
+    if dataset is None:
+        raise not_found("dataset", dataset_id)
+    return dataset
+
+
+def _tenant_model(model_id: str, session: SessionDep, tenant: TenantDep) -> Model:
+    model = models.get(session, tenant_id=tenant.tenant_id, model_id=model_id)
+    if model is None:
+        raise not_found("model", model_id)
+    return model
+
+
+JobDep = Annotated[Job, Depends(_tenant_job)]
+DatasetDep = Annotated[Dataset, Depends(_tenant_dataset)]
+ModelDep = Annotated[Model, Depends(_tenant_model)]

@@ -1,0 +1,65 @@
+"""The FastAPI app: `uvicorn api.main:app` (settings from `GANFT_*` environment variables).
+
+`create_app(settings)` builds an app with its own engine, store, broker client, rate limiter
+and metrics registry (the tests build one per test). Building it does no I/O: the database,
+broker and store are touched on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from api import problems
+from api.deps import RateLimiter
+from api.observability import LatencyMiddleware, make_registry
+from api.queue import JobQueue
+from api.routes import datasets, events, health, jobs, models, outputs
+from ganft.db.session import make_engine, make_sessionmaker
+from ganft.settings import Settings, get_settings
+from ganft.store import open_store
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_INSPECTIONS = 2  # dataset inspector subprocesses at once, per API process
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url)
+    queue = JobQueue(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.inspect_limiter = anyio.CapacityLimiter(MAX_CONCURRENT_INSPECTIONS)  # needs the event loop
+        yield
+        queue.close()
+        engine.dispose()
+
+    app = FastAPI(
+        title="ganft",
+        version="1",
+        summary="GAN fine-tuning as a REST training-job service",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.store = open_store(settings.store_url)
+    app.state.queue = queue
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    registry, latency = make_registry(engine)
+    app.state.metrics_registry = registry
+
+    problems.install(app)
+    app.add_middleware(LatencyMiddleware, latency=latency)
+    for module in (health, datasets, models, jobs, events, outputs):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

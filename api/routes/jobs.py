@@ -1,0 +1,194 @@
+"""`/v1/jobs`: create (idempotent), list, read, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.deps import JobDep, QueueDep, SessionDep, SettingsDep, TenantDep
+from api.problems import Problem, from_validation_error, invalid
+from api.schemas import JobCreate, JobOut, JobStatus, ListOf
+from ganft.db.tables import Job
+from ganft.repo import datasets, jobs, models
+from ganft.repo.keys import Principal
+from ganft.repo.pages import InvalidCursor
+from ganft.states import InvalidTransition
+from ganft_core.config import HYPERPARAMETERS
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# Which uploaded/produced model roles each method can start from.
+BASE_ROLES = {"ssgan": ("classifier",), "adapt": ("gan", "generator")}
+
+
+class ParsedJob:
+    """A JobCreate with its hyperparameters resolved (every default filled in) and its request hash."""
+
+    def __init__(self, spec: JobCreate, hyperparameters: dict[str, Any]) -> None:
+        self.spec = spec
+        self.hyperparameters = hyperparameters
+        canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        self.request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _job_body(request: Request, settings: SettingsDep) -> ParsedJob:
+    """The JobCreate body, read only after auth succeeded (declared after TenantDep)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > settings.max_json_bytes:
+            raise Problem(413, f"the JSON body exceeds {settings.max_json_bytes} bytes")
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid("body", f"malformed JSON: {exc}") from None
+    try:
+        spec = JobCreate.model_validate(document)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    try:
+        hp = HYPERPARAMETERS[spec.method].model_validate(spec.hyperparameters)
+    except ValidationError as exc:
+        raise from_validation_error(exc, prefix="hyperparameters") from None
+    return ParsedJob(spec, hp.model_dump(mode="json"))
+
+
+_CREATE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}},
+    }
+}
+
+
+@router.post("", status_code=201, response_model=JobOut, openapi_extra=_CREATE_DOC)
+def create_job(
+    response: Response,
+    session: SessionDep,
+    tenant: TenantDep,
+    parsed: Annotated[ParsedJob, Depends(_job_body)],
+    settings: SettingsDep,
+    queue: QueueDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> JobOut:
+    """Create a training job; a repeated `Idempotency-Key` with the same body returns the same job."""
+    if idempotency_key is not None:
+        existing = jobs.find_by_idempotency_key(session, tenant_id=tenant.tenant_id, key=idempotency_key)
+        if existing is not None:
+            return _replay(response, existing, parsed)
+    _check_references(session, tenant, parsed.spec)
+    spec = parsed.spec
+    try:
+        job = jobs.create(
+            session,
+            tenant_id=tenant.tenant_id,
+            method=spec.method,
+            dataset_id=spec.dataset_id,
+            validation_dataset_id=spec.validation_dataset_id,
+            base_model_id=spec.base_model_id,
+            evaluator_model_id=spec.evaluator_model_id,
+            hyperparameters=parsed.hyperparameters,
+            seed=spec.seed,
+            max_runtime_s=spec.max_runtime_s,
+            metadata=spec.metadata,
+            total_steps=int(parsed.hyperparameters["steps"]),
+            max_attempts=settings.max_attempts,
+            idempotency_key=idempotency_key,
+            request_hash=parsed.request_hash,
+        )
+        session.commit()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the insert.
+        session.rollback()
+        existing = jobs.find_by_idempotency_key(session, tenant_id=tenant.tenant_id, key=idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(response, existing, parsed)
+    if queue.send_run_job(job.id):
+        jobs.mark_dispatched(session, job_id=job.id)
+        session.commit()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.of(job)
+
+
+def _replay(response: Response, job: Job, parsed: ParsedJob) -> JobOut:
+    if job.request_hash != parsed.request_hash:
+        raise Problem(409, "this Idempotency-Key was already used with a different request body")
+    response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.of(job)
+
+
+def _check_references(session: Session, tenant: Principal, spec: JobCreate) -> None:
+    """Every referenced dataset/model must be the tenant's and fit the method (422 naming the field).
+
+    The rows stay share-locked until commit, so a concurrent delete cannot slip in between.
+    """
+    for field, dataset_id in (("dataset_id", spec.dataset_id), ("validation_dataset_id", spec.validation_dataset_id)):
+        if (
+            dataset_id is not None
+            and datasets.get(session, tenant_id=tenant.tenant_id, dataset_id=dataset_id, lock="share") is None
+        ):
+            raise invalid(field, f"dataset {dataset_id!r} not found")
+    if spec.base_model_id is not None:
+        model = models.get(session, tenant_id=tenant.tenant_id, model_id=spec.base_model_id, lock=True)
+        if model is None:
+            raise invalid("base_model_id", f"model {spec.base_model_id!r} not found")
+        allowed = BASE_ROLES[spec.method]
+        if model.role not in allowed:
+            raise invalid(
+                "base_model_id",
+                f"{spec.method} starts from a {' or '.join(allowed)} model; {model.id!r} is a {model.role}",
+            )
+    if spec.evaluator_model_id is not None:
+        if spec.method != "adapt":
+            raise invalid("evaluator_model_id", "only adapt jobs use an evaluator (for FID/KID)")
+        evaluator = models.get(session, tenant_id=tenant.tenant_id, model_id=spec.evaluator_model_id, lock=True)
+        if evaluator is None:
+            raise invalid("evaluator_model_id", f"model {spec.evaluator_model_id!r} not found")
+        if evaluator.role != "classifier":
+            raise invalid(
+                "evaluator_model_id", f"the evaluator must be a classifier; {evaluator.id!r} is a {evaluator.role}"
+            )
+
+
+@router.get("", response_model=ListOf[JobOut])
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    status: Annotated[JobStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(max_length=500)] = None,
+) -> ListOf[JobOut]:
+    """The tenant's jobs, newest first, optionally of one status; `next_cursor` pages on."""
+    try:
+        page = jobs.list_jobs(session, tenant_id=tenant.tenant_id, status=status, limit=limit, after=after)
+    except InvalidCursor as exc:
+        raise invalid("after", str(exc)) from None
+    return ListOf[JobOut](data=[JobOut.of(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job: JobDep) -> JobOut:
+    """One job with its progress (step, total_steps, fraction, eta_seconds), error and result."""
+    return JobOut.of(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+    """Cancel a job: a queued one at once, a running one cooperatively (`cancelling`); 409 when finished."""
+    try:
+        updated = jobs.request_cancel(session, job_id=job.id)
+    except InvalidTransition:
+        raise Problem(409, f"job {job.id!r} already finished ({job.status}); it cannot be cancelled") from None
+    session.commit()
+    return JobOut.of(updated)

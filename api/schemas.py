@@ -1,0 +1,223 @@
+"""Request and response bodies of the v1 HTTP contract (DESIGN.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ganft.db import tables
+from ganft.repo.pages import as_utc
+
+T = TypeVar("T")
+
+Id = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z]+_[0-9a-f]+$")]
+DatasetFormat = Literal["imagefolder", "npz", "csv"]
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# SQLite hands back naive datetimes; every stored time is UTC.
+Timestamp = Annotated[dt.datetime, AfterValidator(as_utc)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ListOf(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = None  # pass as `after` for the next page; null on the last page
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class DatasetStats(BaseModel):
+    examples: int
+    labeled: int
+    unlabeled: int
+    classes: list[str]
+    class_counts: dict[str, int]
+    layout: dict[str, str | int]  # {"kind": "image", "channels", "height", "width"} or {"kind": "features", "features"}
+    notes: list[str] = []  # what the loader changed (resized, converted to RGB, ...)
+
+
+class DatasetOut(_Out):
+    id: str
+    name: str
+    format: DatasetFormat
+    status: Literal["ready"]
+    size_bytes: int
+    sha256: str
+    stats: DatasetStats
+    created_at: Timestamp
+
+
+# ---------------------------------------------------------------- models
+
+
+class InputLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["image", "features"]
+    channels: Annotated[int, Field(ge=1, le=4)] | None = None
+    height: Annotated[int, Field(ge=1, le=4096)] | None = None
+    width: Annotated[int, Field(ge=1, le=4096)] | None = None
+    features: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class NetConfig(BaseModel):
+    """One network of an uploaded model (model.json): an architecture of ganft's registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Annotated[str, Field(min_length=1, max_length=100)]
+    arguments: dict[str, Any] = {}  # the architecture's typed arguments (checked by the worker)
+    normalization: dict[str, list[float]] | None = None  # {"mean": [...], "std": [...]}: informative
+
+
+class ModelConfig(NetConfig):
+    """The `config` part of a model upload.
+
+    weights uploads: the main network (`role` classifier or generator) and, for a pretrained
+    GAN, the `discriminator` network whose weights come in the `discriminator` file part.
+    program uploads: only `class_names` (and optionally `input_layout`) are read.
+    """
+
+    architecture: Annotated[str, Field(min_length=1, max_length=100)] = ""
+    role: Literal["classifier", "generator"] = "classifier"
+    class_names: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=100_000)] = []
+    input_layout: InputLayout | None = None
+    discriminator: NetConfig | None = None  # a GAN's D (role generator only)
+    name: Name | None = None  # display name; default: the uploaded file's name
+
+
+class ModelOut(_Out):
+    id: str
+    name: str
+    kind: Literal["weights", "program"]
+    role: str  # classifier | generator | gan
+    config: dict[str, Any]  # model.json
+    size_bytes: int
+    sha256: str | None
+    source_job_id: str | None
+    created_at: Timestamp
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobCreate(BaseModel):
+    """A training job. `hyperparameters` are checked against the method's typed fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["ssgan", "adapt"]
+    dataset_id: Id
+    validation_dataset_id: Id | None = None
+    base_model_id: Id | None = None  # an uploaded model or a finished job's output_model_id
+    evaluator_model_id: Id | None = None  # adapt: classifier whose features score FID/KID
+    hyperparameters: dict[str, Any] = {}
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    max_runtime_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] | None = None
+    metadata: Annotated[
+        dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=1000)]],
+        Field(max_length=50),
+    ] = {}
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int
+    fraction: float  # step / total_steps, 0..1
+    eta_seconds: float | None  # from the measured steps per second; null until known
+
+
+class JobError(BaseModel):
+    code: str  # invalid_dataset | invalid_model | nan_loss | out_of_memory | max_runtime_exceeded | worker_lost | ...
+    message: str
+
+
+class JobOut(_Out):
+    id: str
+    method: str
+    status: JobStatus
+    dataset_id: str
+    validation_dataset_id: str | None
+    base_model_id: str | None
+    evaluator_model_id: str | None
+    hyperparameters: dict[str, Any]  # resolved: every default filled in
+    seed: int
+    max_runtime_s: int | None
+    metadata: dict[str, str]
+    attempt: int
+    progress: Progress
+    error: JobError | None
+    result: dict[str, Any] | None
+    output_model_id: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    cancel_requested_at: Timestamp | None
+    updated_at: Timestamp
+
+    @classmethod
+    def of(cls, job: tables.Job) -> JobOut:
+        fraction = min(1.0, job.step / job.total_steps) if job.total_steps > 0 else 0.0
+        eta = None
+        if job.status in ("running", "cancelling") and job.steps_per_second and job.steps_per_second > 0:
+            eta = round(max(0, job.total_steps - job.step) / job.steps_per_second, 1)
+        error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
+        return cls(
+            id=job.id,
+            method=job.method,
+            status=job.status,  # type: ignore[arg-type]
+            dataset_id=job.dataset_id,
+            validation_dataset_id=job.validation_dataset_id,
+            base_model_id=job.base_model_id,
+            evaluator_model_id=job.evaluator_model_id,
+            hyperparameters=job.hyperparameters,
+            seed=job.seed,
+            max_runtime_s=job.max_runtime_s,
+            metadata=job.metadata_,
+            attempt=job.attempt,
+            progress=Progress(step=job.step, total_steps=job.total_steps, fraction=fraction, eta_seconds=eta),
+            error=error,
+            result=job.result,
+            output_model_id=job.output_model_id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            cancel_requested_at=job.cancel_requested_at,
+            updated_at=job.updated_at,
+        )
+
+
+class EventOut(_Out):
+    seq: int  # 1, 2, 3 ... per job; the SSE `id:`
+    type: str  # status | progress | evaluation | checkpoint | log | ...
+    data: dict[str, Any]
+    created_at: Timestamp
+
+
+class MetricOut(_Out):
+    step: int
+    name: str
+    value: float
+
+
+class ArtifactOut(_Out):
+    name: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+
+
+# ---------------------------------------------------------------- health
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}  # part -> "ok" or what failed

@@ -1,0 +1,131 @@
+"""The `ganft` command: database migrations, API keys, and the embedded stack.
+
+    ganft migrate                                  alembic upgrade head on GANFT_DATABASE_URL
+    ganft admin create-key --tenant NAME [--name LABEL]   prints the new key on one line
+    ganft admin revoke-key PREFIX
+    ganft admin list-keys [--tenant NAME]
+    ganft up [--host H] [--port P]                 API + a worker on this machine (ganft.embedded)
+    ganft demo [--steps N] [--seed S] [--url U --key K]   a tiny end-to-end run on scikit-learn's digits
+
+Output meant for scripts goes to stdout (the key); everything else is logging on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+log = logging.getLogger("ganft")
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from ganft.db.migrate import upgrade
+    from ganft.settings import get_settings
+
+    url = get_settings().database_url
+    upgrade(url)
+    log.info("database is at the newest schema")
+    return 0
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    from ganft.db.session import session_scope
+    from ganft.repo import keys
+
+    with session_scope() as session:
+        row, key = keys.create_key(session, tenant_name=args.tenant, label=args.name)
+    log.info("created key %s for tenant %r (shown once; only its hash is stored)", row.prefix, args.tenant)
+    sys.stdout.write(key + "\n")
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    from ganft.db.session import session_scope
+    from ganft.repo import keys
+
+    try:
+        with session_scope() as session:
+            revoked = keys.revoke_key(session, prefix=args.prefix)
+    except keys.AmbiguousPrefix as exc:
+        log.error("%s", exc)
+        return 1
+    if not revoked:
+        log.error("no active key with prefix %r", args.prefix)
+        return 1
+    log.info("revoked key %s", args.prefix)
+    return 0
+
+
+def _list_keys(args: argparse.Namespace) -> int:
+    from ganft.db.session import session_scope
+    from ganft.repo import keys
+
+    with session_scope() as session:
+        rows = keys.list_keys(session, tenant_name=args.tenant)
+        lines = [
+            f"{key.prefix}\t{tenant}\t{key.name or '-'}\t{key.created_at:%Y-%m-%d %H:%M}\t"
+            f"{'revoked' if key.revoked_at else 'active'}\n"
+            for key, tenant in rows
+        ]
+    sys.stdout.writelines(lines)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from ganft import embedded  # the embedded stack pulls in uvicorn and the worker: load it only here
+
+    return int(embedded.up(args) or 0)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ganft import embedded
+
+    return int(embedded.demo(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganft", description="GAN fine-tuning training-job service")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(run=_migrate)
+
+    admin = commands.add_parser("admin", help="API keys").add_subparsers(dest="admin_command", required=True)
+    create = admin.add_parser("create-key", help="create an API key (and the tenant if needed); prints the key")
+    create.add_argument("--tenant", required=True, help="tenant name")
+    create.add_argument("--name", default=None, help="a label for the key")
+    create.set_defaults(run=_create_key)
+    revoke = admin.add_parser("revoke-key", help="revoke the key with this prefix (gft_<prefix>_...)")
+    revoke.add_argument("prefix")
+    revoke.set_defaults(run=_revoke_key)
+    listing = admin.add_parser("list-keys", help="prefix, tenant, label, created, state of every key")
+    listing.add_argument("--tenant", default=None)
+    listing.set_defaults(run=_list_keys)
+
+    up = commands.add_parser("up", help="run the API and a worker on this machine (embedded default)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.set_defaults(run=_up)
+
+    demo = commands.add_parser("demo", help="a tiny end-to-end run on scikit-learn's bundled digits")
+    demo.add_argument("--steps", type=int, default=None, help="training steps of the demo job (default: the demo's)")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--url", default=None, help="use this running server instead of starting an embedded stack")
+    demo.add_argument("--key", default=None, help="an API key of the server given by --url")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin otherwise
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

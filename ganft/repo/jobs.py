@@ -1,0 +1,161 @@
+"""Jobs, API side: create, read, list, cancel; events, metrics and artifacts reads.
+
+The worker side (claim, heartbeat, progress, finish, reap, dispatch sweep) lives in
+`ganft/repo/lifecycle.py`. Both allocate event numbers the same way: `jobs.next_event_seq`
+is the seq the next event gets, bumped by a single UPDATE ... RETURNING.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ganft.db.tables import Artifact, Job, JobEvent, JobMetric, utcnow
+from ganft.repo.pages import Page, paginate
+from ganft.states import InvalidTransition, is_terminal
+
+
+def create(
+    session: Session,
+    *,
+    tenant_id: str,
+    method: str,
+    dataset_id: str,
+    validation_dataset_id: str | None,
+    base_model_id: str | None,
+    evaluator_model_id: str | None,
+    hyperparameters: dict[str, Any],
+    seed: int,
+    max_runtime_s: int | None,
+    metadata: dict[str, str],
+    total_steps: int,
+    max_attempts: int,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> Job:
+    """A `queued` job with its first event (`status: queued`, seq 1)."""
+    job = Job(
+        tenant_id=tenant_id,
+        method=method,
+        status="queued",
+        dataset_id=dataset_id,
+        validation_dataset_id=validation_dataset_id,
+        base_model_id=base_model_id,
+        evaluator_model_id=evaluator_model_id,
+        hyperparameters=hyperparameters,
+        seed=seed,
+        max_runtime_s=max_runtime_s,
+        metadata_=metadata,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        total_steps=total_steps,
+        max_attempts=max_attempts,
+        next_event_seq=1,
+    )
+    session.add(job)
+    session.flush()
+    append_event(session, job_id=job.id, type="status", data={"status": "queued"})
+    return job
+
+
+def get(session: Session, *, tenant_id: str, job_id: str) -> Job | None:
+    """The tenant's job, None when absent or another tenant's."""
+    return session.scalars(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)).one_or_none()
+
+
+def find_by_idempotency_key(session: Session, *, tenant_id: str, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)).one_or_none()
+
+
+def list_jobs(session: Session, *, tenant_id: str, status: str | None, limit: int, after: str | None) -> Page[Job]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return paginate(session, query, created_at=Job.created_at, row_id=Job.id, limit=limit, after=after)
+
+
+def mark_dispatched(session: Session, *, job_id: str) -> None:
+    """Record that a broker message was sent (the dispatch sweep re-sends undispatched jobs)."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(dispatched_at=utcnow()))
+
+
+def request_cancel(session: Session, *, job_id: str) -> Job:
+    """Cancel: queued -> cancelled at once, running -> cancelling (the worker stops the trainer).
+
+    Each step is a compare-and-set, so a job claimed meanwhile is handled as running.
+    A job already cancelling is returned as is; a terminal job raises InvalidTransition.
+    """
+    now = utcnow()
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested_at=now, finished_at=now)
+        .returning(Job.id)
+    ).first()
+    if cancelled is not None:
+        append_event(session, job_id=job_id, type="status", data={"status": "cancelled"})
+    else:
+        cancelling = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(status="cancelling", cancel_requested_at=now)
+            .returning(Job.id)
+        ).first()
+        if cancelling is not None:
+            append_event(session, job_id=job_id, type="status", data={"status": "cancelling"})
+    job = session.get_one(Job, job_id, populate_existing=True)
+    if is_terminal(job.status) and cancelled is None:
+        raise InvalidTransition(job.status, "cancelled")
+    return job
+
+
+def append_event(session: Session, *, job_id: str, type: str, data: dict[str, Any]) -> JobEvent:
+    """Append an event with the job's next seq (1, 2, 3 ...; the SSE event id)."""
+    seq = (
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(next_event_seq=Job.next_event_seq + 1)
+            .returning(Job.next_event_seq)
+        ).scalar_one()
+        - 1
+    )
+    event = JobEvent(job_id=job_id, seq=seq, type=type, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_events(session: Session, *, job_id: str, after: int, limit: int) -> list[JobEvent]:
+    return list(
+        session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after).order_by(JobEvent.seq).limit(limit)
+        )
+    )
+
+
+def job_status(session: Session, *, job_id: str) -> str | None:
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def list_metrics(session: Session, *, job_id: str, name: str | None, after: int, limit: int) -> list[JobMetric]:
+    """Metric points in write order (step, then insertion); `after` is the last point's id."""
+    query = select(JobMetric).where(JobMetric.job_id == job_id, JobMetric.id > after)
+    if name is not None:
+        query = query.where(JobMetric.name == name)
+    return list(session.scalars(query.order_by(JobMetric.id).limit(limit)))
+
+
+def list_artifacts(session: Session, *, job_id: str) -> list[Artifact]:
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def get_artifact(session: Session, *, job_id: str, name: str) -> Artifact | None:
+    return session.scalars(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)).one_or_none()
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """Jobs per status over all tenants (the Prometheus gauge)."""
+    return {status: count for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status))}

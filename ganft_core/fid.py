@@ -1,0 +1,173 @@
+"""FID and KID in the feature space of an evaluator network.
+
+FID (Heusel et al. 2017): ||mu1 - mu2||² + Tr(S1 + S2 - 2 (S1 S2)^½) between Gaussians fitted
+to the two feature sets. Tr((S1 S2)^½) = Tr((S1^½ S2 S1^½)^½), and S1^½ S2 S1^½ is symmetric
+PSD, so two symmetric eigendecompositions (float64, torch only: no scipy) give it exactly.
+
+KID (Bińkowski et al. 2018, "Demystifying MMD GANs", sec. 4): the unbiased MMD² estimate with
+the cubic polynomial kernel k(x, y) = (x·y / d + 1)³, averaged over random subsets of equal
+size m (as in the reference implementations: 100 subsets of up to 1000). Unlike FID it is
+unbiased in the number of samples, which matters for few-shot sets of a few hundred images.
+
+Evaluators (what "feature space" means, recorded in metrics.json as `evaluator`):
+- Inception-v3 pool3 features (2048-d) from local weights (`ganft_core.inception`);
+- else a classifier model folder (`model.json` + safetensors): its `features()`, i.e. the
+  penultimate layer. FIDs in different feature spaces are not comparable with each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganft_core.errors import ModelError
+
+KID_SUBSETS = 100
+KID_MAX_SUBSET = 1000
+_KID_FULL_KERNEL = 5000  # up to this many samples per set, kernels are computed once for all subsets
+
+
+@dataclass
+class FeatureStats:
+    """Features of one image set: kept whole for KID, summarised (mean, covariance) for FID."""
+
+    features: torch.Tensor  # N×D float64, on CPU
+    mu: torch.Tensor  # D
+    sigma: torch.Tensor  # D×D
+
+    @classmethod
+    def of(cls, features: torch.Tensor) -> FeatureStats:
+        f = features.detach().to("cpu", torch.float64)
+        if f.shape[0] < 2:
+            raise ValueError("need at least 2 feature vectors for a covariance")
+        return cls(features=f, mu=f.mean(0), sigma=torch.cov(f.T).reshape(f.shape[1], f.shape[1]))
+
+
+def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric PSD matrix by eigendecomposition (tiny negative eigenvalues clipped)."""
+    vals, vecs = torch.linalg.eigh((m + m.T) / 2)
+    return (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
+    """FID between N(mu1, sigma1) and N(mu2, sigma2), computed in float64."""
+    mu1, mu2 = mu1.double(), mu2.double()
+    sigma1, sigma2 = sigma1.double(), sigma2.double()
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    fid = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt
+    return max(float(fid), 0.0)  # rounding can leave -1e-12 for identical sets
+
+
+def kernel_inception_distance(
+    f1: torch.Tensor, f2: torch.Tensor, *, subsets: int = KID_SUBSETS, max_subset: int = KID_MAX_SUBSET, seed: int = 0
+) -> float:
+    """Unbiased MMD² with kernel (x·y/d + 1)³, averaged over `subsets` random subsets of m = min(n1, n2, max_subset)."""
+    x_all, y_all = f1.double().cpu(), f2.double().cpu()
+    n1, n2, d = x_all.shape[0], y_all.shape[0], x_all.shape[1]
+    m = min(n1, n2, max_subset)
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples per set")
+
+    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a @ b.T / d + 1) ** 3
+
+    # Kernels between all pairs are computed once when they fit (the usual case: a few thousand
+    # samples); each subset then only indexes them instead of redoing m×m×d products.
+    full = n1 * n1 + n2 * n2 + n1 * n2 <= 3 * _KID_FULL_KERNEL**2
+    kxx_all, kyy_all, kxy_all = (kernel(x_all, x_all), kernel(y_all, y_all), kernel(x_all, y_all)) if full else (
+        None, None, None)
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(subsets):
+        i = torch.randperm(n1, generator=gen)[:m]
+        j = torch.randperm(n2, generator=gen)[:m]
+        if kxx_all is not None and kyy_all is not None and kxy_all is not None:
+            kxx, kyy, kxy = kxx_all[i][:, i], kyy_all[j][:, j], kxy_all[i][:, j]
+        else:
+            kxx, kyy, kxy = kernel(x_all[i], x_all[i]), kernel(y_all[j], y_all[j]), kernel(x_all[i], y_all[j])
+        # unbiased: the diagonals k(x_i, x_i) are left out of the within-set means
+        within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+        total += float(within - 2 * kxy.mean())
+    return total / subsets
+
+
+class Evaluator:
+    """A frozen feature extractor: `features(images N×C×H×W in [0,1]) -> N×D` on CPU float64.
+
+    `name` says which feature space it is (it goes into metrics.json). Images are adapted to
+    the network's input: 1 channel repeated to 3 where it wants RGB, bilinear resize where its
+    input size differs (Inception always resizes to 299 itself).
+    """
+
+    def __init__(self, net: nn.Module, name: str, *, channels: int | None = None,
+                 size: tuple[int, int] | None = None, batch_size: int = 256) -> None:
+        self.net = net.eval().requires_grad_(False)
+        self.name = name
+        self.channels = channels
+        self.size = size
+        self.batch_size = batch_size
+
+    def to(self, device: torch.device | str) -> Evaluator:
+        self.net.to(device)
+        return self
+
+    def _adapt(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels is not None and x.shape[1] != self.channels:
+            if x.shape[1] == 1:
+                x = x.expand(-1, self.channels, -1, -1)
+            elif self.channels == 1:
+                x = x.mean(dim=1, keepdim=True)  # the evaluator was trained on grey images
+            else:
+                raise ModelError(f"evaluator takes {self.channels}-channel images, the data has {x.shape[1]}")
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    @torch.inference_mode()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        out = []
+        for start in range(0, images.shape[0], self.batch_size):
+            batch = self._adapt(images[start : start + self.batch_size].to(device, torch.float32))
+            out.append(self._forward(batch).float().cpu())
+        return torch.cat(out).double()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.net.features(x) if hasattr(self.net, "features") else self.net(x)
+        return feats.flatten(1)
+
+
+def load_evaluator(*, evaluator: Path | None, inception_weights: Path | None) -> Evaluator | None:
+    """Inception weights when given, else the classifier model folder, else None (no FID/KID)."""
+    if inception_weights is not None:
+        from ganft_core.inception import FEATURE_DIM, load_inception
+
+        net = load_inception(Path(inception_weights))
+        return Evaluator(net, f"inception-v3 ({net.variant} weights {Path(inception_weights).name}), "
+                              f"pool3 {FEATURE_DIM}-d", batch_size=64)
+    if evaluator is not None:
+        from ganft_core.models.io import load_model
+
+        net, meta = load_model(Path(evaluator))
+        if meta.role != "classifier" or not hasattr(net, "features"):
+            raise ModelError(f"the evaluator must be an image classifier with features(), got role {meta.role!r}",
+                             field="evaluator")
+        layout = meta.input_layout
+        kind, channels = _layout_get(layout, "kind"), _layout_get(layout, "channels")
+        if kind != "image":
+            raise ModelError("the evaluator must take images", field="evaluator")
+        size = (int(_layout_get(layout, "height")), int(_layout_get(layout, "width")))
+        return Evaluator(net, f"classifier {meta.architecture} features ({Path(evaluator).name})",
+                         channels=int(channels), size=size)
+    return None
+
+
+def _layout_get(layout: object, key: str) -> object:
+    """input_layout may be a dict (from JSON) or a Layout-like object."""
+    return layout[key] if isinstance(layout, dict) else getattr(layout, key)

@@ -1,0 +1,1 @@
+"""ganft's networks: the architecture registry, weights I/O (safetensors + model.json), torch.export."""

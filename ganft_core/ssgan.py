@@ -1,0 +1,324 @@
+"""ssgan: semi-supervised GAN fine-tuning of a classifier, trained next to its supervised-only control.
+
+Salimans et al. 2016, "Improved Techniques for Training GANs", section 5 and their code
+(`train_mnist_feature_matching.py`): the K-class classifier is the discriminator, with the
+fake class implicit (its logit fixed at 0), so D(x) = Z/(Z+1) with Z = sum_k exp(l_k(x)).
+D learns from cross-entropy on labeled data plus the real/fake terms on unlabeled and
+generated data; G learns by feature matching on D's penultimate features. With
+`generator_space="feature"` G makes backbone features that only the head sees (GAN-BERT,
+Croce et al. 2020). The control sees the same initial weights, labeled batches, seed and
+steps with cross-entropy only, so metrics.json says whether the GAN helped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganft_core import run
+from ganft_core.classify_metrics import classification_metrics
+from ganft_core.config import SsganHyperparameters
+from ganft_core.data import align_validation, dataset_stats, split_validation
+from ganft_core.data.types import Dataset, require_labeled_classes
+from ganft_core.errors import Aborted, DatasetError
+from ganft_core.images import save_curves, save_grid
+from ganft_core.ssgan_nets import (
+    build_classifier,
+    build_generator,
+    freeze_lowest_blocks,
+    resolved_lr,
+    save_classifier,
+    save_generator,
+    set_train_mode,
+)
+from ganft_core.train import AbortFn, ProgressFn, ProgressUpdate, RunResult
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 1024  # examples per forward pass when evaluating
+
+
+def unsupervised_d_loss(logits_unl: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """-E log D(x) - E log(1 - D(G(z))) with D = Z/(Z+1), from N×K logits (fp32).
+
+    log D(x) = lse(l) - softplus(lse(l)) and log(1 - D) = -softplus(lse(l)); this is the
+    official code's `-mean(lse_u) + mean(softplus(lse_u)) + mean(softplus(lse_f))`.
+    """
+    lse_unl = torch.logsumexp(logits_unl, dim=1)  # N
+    lse_fake = torch.logsumexp(logits_fake, dim=1)  # N
+    return -lse_unl.mean() + F.softplus(lse_unl).mean() + F.softplus(lse_fake).mean()
+
+
+def feature_matching_loss(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+    """||E f(x) - E f(G(z))||² averaged over the D feature dimensions (Salimans et al. 2016, §3.1)."""
+    return (f_real.mean(dim=0) - f_fake.mean(dim=0)).pow(2).mean()
+
+
+def lr_factor(step: int, total: int, decay_start: float) -> float:
+    """1 until `decay_start`·total steps, then linearly down to 0 at `total` (Improved-GAN schedule)."""
+    start = int(total * decay_start)
+    return 1.0 if step < start else max(0.0, (total - step) / max(1, total - start))
+
+
+@torch.inference_mode()
+def predict(net: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Argmax class per example (N,), in eval mode and batches; the caller restores training mode."""
+    net.eval()
+    with run.autocast(device):
+        return torch.cat([net(x[i : i + EVAL_BATCH]).argmax(dim=1) for i in range(0, len(x), EVAL_BATCH)])
+
+
+def _prepare_data(hp: SsganHyperparameters, data: Dataset, validation: Dataset | None,
+                  seed: int) -> tuple[Dataset, Dataset]:
+    if validation is None:
+        train, val = split_validation(data, hp.validation_fraction, seed)
+    else:
+        train, val = data, align_validation(data, validation)
+    require_labeled_classes(train)
+    if not val.labeled.any():
+        raise DatasetError("the validation set has no labeled examples", field="validation_dataset_id")
+    return train, val
+
+
+def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed: int,
+                validation: Dataset | None, base_model: Path | None, progress: ProgressFn,
+                should_abort: AbortFn, device: torch.device) -> RunResult:
+    """Run (or resume) an ssgan job in `out_dir`; see the module docstring and docs/CONTRACTS.md."""
+    total = hp.steps
+    run.seed_everything(seed, deterministic=hp.deterministic)
+
+    # ---- data: labeled set, unlabeled pool (all training examples), validation; on the device once
+    train, val = _prepare_data(hp, data, validation, seed)
+    image = train.layout.kind == "image"
+    fmt = torch.channels_last if image and device.type == "cuda" else torch.contiguous_format
+
+    def to_device(a: Any) -> torch.Tensor:
+        t = torch.as_tensor(a).to(device)
+        return t.contiguous(memory_format=fmt) if t.dim() == 4 else t
+
+    labeled = train.labeled
+    x_lab, y_lab = to_device(train.x[labeled]), to_device(train.y[labeled])
+    x_unl = to_device(train.x)
+    val_mask = val.labeled
+    x_val, y_val = to_device(val.x[val_mask]), val.y[val_mask]
+
+    # ---- nets: classifier (= D), generator, control with the same initial weights
+    clf = build_classifier(hp, train, base_model)
+    net = clf.net.to(device, memory_format=fmt)
+    frozen = freeze_lowest_blocks(net, hp.freeze_blocks)
+    feature_space = hp.generator_space == "feature"
+    gen = build_generator(hp, train, net.head.in_features).to(device)
+    control = copy.deepcopy(net) if hp.run_control else None
+    frozen_control = list(control.blocks())[: hp.freeze_blocks] if control is not None else []
+    lr_d, lr_g = resolved_lr(hp, clf)
+    betas = (hp.beta1, hp.beta2)
+    opt_d = torch.optim.Adam(run.iter_trainable(net), lr=lr_d, betas=betas)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas)
+    opt_c = torch.optim.Adam(run.iter_trainable(control), lr=lr_d, betas=betas) if control is not None else None
+    ema = run.Ema(net, hp.ema_decay) if hp.ema_decay > 0 else None
+    ema_c = run.Ema(control, hp.ema_decay) if hp.ema_decay > 0 and control is not None else None
+    sampler = torch.Generator(device=device).manual_seed(seed)  # labeled/unlabeled indices and z
+    notes = list(clf.notes)
+
+    # ---- resume from the newest checkpoint, or start the run folder
+    step = 0
+    history: dict[str, list[list[float]]] = {"log": [], "eval": []}
+    ckpt_path = run.latest_checkpoint(out_dir)
+    if ckpt_path is not None:
+        ckpt = run.load_checkpoint(ckpt_path, map_location=device)
+        net.load_state_dict(ckpt["classifier"])
+        gen.load_state_dict(ckpt["generator"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        if control is not None and opt_c is not None:
+            control.load_state_dict(ckpt["control"])
+            opt_c.load_state_dict(ckpt["opt_c"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        if ema_c is not None:
+            ema_c.load_state_dict(ckpt["ema_control"])
+        run.restore_rng_state(ckpt["rng"], sampler)
+        step, history = int(ckpt["step"]), ckpt["history"]
+        progress(ProgressUpdate("log", step, total, {}, message=f"resumed from checkpoint at step {step}"))
+    else:
+        resolved = {"method": "ssgan", "seed": seed, "hyperparameters": hp.model_dump(),
+                    "resolved": {"lr_d": lr_d, "lr_g": lr_g, "device": str(device),
+                                 "classifier": getattr(net, "architecture", "program"),
+                                 "generator": getattr(gen, "architecture", None)},
+                    "base_model": str(base_model) if base_model else None, "notes": notes,
+                    "data": dataset_stats(train), "validation": dataset_stats(val)}
+        run.write_spec(out_dir, resolved)
+        for note in notes:
+            run.append_metrics(out_dir, {"step": 0, "event": "log", "message": note})
+    for note in notes:
+        log.info("ssgan: %s", note)
+        progress(ProgressUpdate("log", step, total, {}, message=note))
+
+    def checkpoint(losses: dict[str, torch.Tensor]) -> None:
+        # Never checkpoint a NaN state: the last good checkpoint stays the newest.
+        run.ensure_finite(losses, step)
+        run.ensure_finite_weights({"classifier": net, "generator": gen, "control": control}, step)
+        state = {"step": step, "classifier": net.state_dict(), "generator": gen.state_dict(),
+                 "opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(),
+                 "control": control.state_dict() if control is not None else None,
+                 "opt_c": opt_c.state_dict() if opt_c is not None else None,
+                 "ema": ema.state_dict() if ema is not None else None,
+                 "ema_control": ema_c.state_dict() if ema_c is not None else None,
+                 "rng": run.capture_rng_state(sampler), "history": history}
+        path = run.save_checkpoint(out_dir, step, state, keep_last=hp.keep_checkpoints)
+        progress(ProgressUpdate("checkpoint", step, total, {}, path=str(path.relative_to(out_dir))))
+
+    def evaluate() -> dict[str, Any]:
+        """Full classification figures on the validation set for ssgan and (if run) the control."""
+        out: dict[str, Any] = {"ssgan": classification_metrics(
+            y_val, predict(ema.module if ema else net, x_val, device).cpu(), train.classes)}
+        if control is not None:
+            c_net = ema_c.module if ema_c else control
+            out["control"] = classification_metrics(y_val, predict(c_net, x_val, device).cpu(), train.classes)
+            set_train_mode(control, frozen_control)
+        set_train_mode(net, frozen)
+        return out
+
+    set_train_mode(net, frozen)
+    gen.train()
+    if control is not None:
+        set_train_mode(control, frozen_control)
+    losses: dict[str, torch.Tensor] = {}
+    figures: dict[str, Any] | None = None
+    g_params = list(gen.parameters())
+    n_lab, n_unl, b_lab, b_unl = len(x_lab), len(x_unl), hp.batch_size, hp.unlabeled_batch_size
+
+    while step < total:
+        if should_abort():
+            checkpoint(losses)
+            raise Aborted(f"stopped at step {step} of {total} on request; a checkpoint was written")
+        lr_scale = lr_factor(step, total, hp.lr_decay_start)
+        for opt, base in ((opt_d, lr_d), (opt_g, lr_g), (opt_c, lr_d)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = base * lr_scale
+        i_lab = torch.randint(n_lab, (b_lab,), device=device, generator=sampler)  # with replacement
+        i_unl = torch.randint(n_unl, (b_unl,), device=device, generator=sampler)
+        i_unl_g = torch.randint(n_unl, (b_unl,), device=device, generator=sampler)
+        z = torch.randn(b_unl, gen.z_dim, device=device, generator=sampler)
+        z_g = torch.randn(b_unl, gen.z_dim, device=device, generator=sampler)
+        xl, yl = x_lab[i_lab], y_lab[i_lab]
+
+        # ---- step D: cross-entropy on labeled + real/fake terms on unlabeled and detached fakes
+        with run.autocast(device):
+            with torch.no_grad():
+                fake = gen(z)
+            if feature_space:  # GAN-BERT: the head classifies backbone features and generated ones
+                real = net.head(net.features(torch.cat([xl, x_unl[i_unl]])))
+                logits_fake = net.head(fake)
+            else:
+                real = net(torch.cat([xl, x_unl[i_unl]]))
+                logits_fake = net(fake)
+        logits_lab, logits_unl = real.float().split([b_lab, b_unl])
+        loss_sup = F.cross_entropy(logits_lab, yl)
+        loss_unsup = unsupervised_d_loss(logits_unl, logits_fake.float())
+        loss_d = loss_sup + hp.unsupervised_weight * loss_unsup
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        # ---- step G: feature matching on D's penultimate features (D's weights get no gradient)
+        with run.autocast(device):
+            with torch.no_grad():
+                f_real = net.features(x_unl[i_unl_g])
+            fake = gen(z_g)
+            f_fake = fake if feature_space else net.features(fake)
+        loss_g = feature_matching_loss(f_real.float(), f_fake.float())
+        grads = torch.autograd.grad(loss_g, g_params)
+        for p, g in zip(g_params, grads, strict=True):
+            p.grad = g
+        opt_g.step()
+
+        # ---- step the control: the same labeled batch, cross-entropy only
+        losses = {"loss_d": loss_d.detach(), "loss_d_supervised": loss_sup.detach(),
+                  "loss_d_unsupervised": loss_unsup.detach(), "loss_g": loss_g.detach()}
+        if control is not None and opt_c is not None:
+            with run.autocast(device):
+                loss_c = F.cross_entropy(control(xl).float(), yl)
+            opt_c.zero_grad(set_to_none=True)
+            loss_c.backward()
+            opt_c.step()
+            losses["loss_control"] = loss_c.detach()
+        if ema is not None:
+            ema.update(net)
+        if ema_c is not None and control is not None:
+            ema_c.update(control)
+        step += 1
+
+        # ---- report, evaluate, checkpoint (the only host syncs)
+        if step % hp.log_every == 0 or step == total:
+            scalars = {**run.ensure_finite(losses, step), "lr_d": lr_d * lr_scale}
+            history["log"].append([step, scalars["loss_d"], scalars["loss_g"], scalars.get("loss_control", math.nan)])
+            run.append_metrics(out_dir, {"step": step, "event": "step", **scalars})
+            progress(ProgressUpdate("step", step, total, scalars))
+        if step % hp.eval_every == 0 or step == total:
+            figures = evaluate()
+            scalars = _headline(figures)
+            history["eval"].append([step, scalars["accuracy"], scalars.get("control_accuracy", math.nan)])
+            run.append_metrics(out_dir, {"step": step, "event": "evaluation", **scalars})
+            progress(ProgressUpdate("evaluation", step, total, scalars))
+        if step % hp.checkpoint_every == 0 or step == total:
+            checkpoint(losses)
+
+    # ---- final artifacts: classifier (EMA weights when on), control, generator, pictures, metrics
+    if figures is None:  # resumed from the final checkpoint (e.g. a crash while writing artifacts)
+        figures = evaluate()
+    best = ema.module if ema is not None else net
+    artifacts = save_classifier(best, clf, train, out_dir, "model", notes, export=True)
+    if control is not None:
+        c_best = ema_c.module if ema_c is not None else control
+        artifacts += save_classifier(c_best, clf, train, out_dir, "control", [*notes, "supervised-only control"],
+                                     export=False)
+    g_layout = {"kind": "features", "features": net.head.in_features} if feature_space else train.layout.to_dict()
+    artifacts += save_generator(gen.eval(), out_dir, g_layout, [f"ssgan generator ({hp.generator_space} space)"])
+    if image and not feature_space:
+        with torch.inference_mode():
+            z = torch.randn(64, gen.z_dim, device=device, generator=torch.Generator(device=device).manual_seed(seed))
+            save_grid(gen(z).float(), out_dir / "samples.png", nrow=8)
+        artifacts.append("samples.png")
+    save_curves({"losses": {"D": [(r[0], r[1]) for r in history["log"]], "G": [(r[0], r[2]) for r in history["log"]],
+                            "control": [(r[0], r[3]) for r in history["log"]]},
+                 "validation accuracy": {"ssgan": [(r[0], r[1]) for r in history["eval"]],
+                                         "control": [(r[0], r[2]) for r in history["eval"]]}},
+                out_dir / "curves.png")
+    artifacts.append("curves.png")
+    metrics = {"method": "ssgan", "steps": total, "seed": seed, "class_names": list(train.classes),
+               "labeled_examples": len(x_lab), "unlabeled_examples": len(x_unl),
+               "validation_examples": len(x_val), "evaluated_with_ema": ema is not None,
+               "ssgan": figures["ssgan"], "control": figures.get("control"), **_deltas(figures), "notes": notes}
+    run.write_json(out_dir / "metrics.json", metrics)
+    artifacts.append("metrics.json")
+    for name in artifacts:
+        progress(ProgressUpdate("artifact", step, total, _headline(figures), path=name))
+    return RunResult(metrics=metrics, artifacts=artifacts)
+
+
+def _deltas(figures: dict[str, Any]) -> dict[str, float | None]:
+    """ssgan minus control, for accuracy and macro F1 (None without a control)."""
+    if figures.get("control") is None:
+        return {"delta_accuracy": None, "delta_macro_f1": None}
+    s, c = figures["ssgan"], figures["control"]
+    return {"delta_accuracy": s["accuracy"] - c["accuracy"], "delta_macro_f1": s["macro_f1"] - c["macro_f1"]}
+
+
+def _headline(figures: dict[str, Any]) -> dict[str, float]:
+    """The scalars of an evaluation that progress reports carry."""
+    s = figures["ssgan"]
+    out = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
+    if figures.get("control") is not None:
+        c = figures["control"]
+        out |= {"control_accuracy": c["accuracy"], "control_macro_f1": c["macro_f1"],
+                "delta_accuracy": s["accuracy"] - c["accuracy"]}
+    return out

@@ -1,0 +1,192 @@
+"""Networks of an ssgan run: the classifier (= discriminator), its generator, freezing, saving.
+
+Kept apart from `ssgan.py` so that the training loop there reads top to bottom. Two kinds of
+classifier exist: one built by the architecture registry (from scratch or a `model.json` +
+`model.safetensors` base model), and a user's exported program (`model.pt2` + a model.json
+saying `{"format": "program", "class_names": [...]}`), which has no registry description and is
+saved back in that same program format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ganft_core.config import SsganHyperparameters
+from ganft_core.data.types import Dataset
+from ganft_core.errors import ModelError, SpecError
+from ganft_core.models import registry
+from ganft_core.models.export import export_program
+from ganft_core.models.io import fit_head, load_model, meta_for, save_model
+from ganft_core.models.layers import data_normalization
+from ganft_core.models.program import ProgramClassifier, load_user_program
+from ganft_core.run import write_json
+
+# Learning rates when the spec leaves them out (Salimans et al. 2016 code: 3e-3 for the dense
+# MNIST nets, 3e-4 for the CIFAR conv nets); a pretrained backbone is fine-tuned gently.
+LR_SCRATCH_DENSE = 3e-3
+LR_SCRATCH_CONV = 3e-4
+LR_FINE_TUNE = 1e-4
+
+
+@dataclass
+class Classifier:
+    """The classifier an ssgan run starts from, and how to describe it in model.json."""
+
+    net: nn.Module  # forward -> N×K logits, features -> N×D, head, blocks()
+    is_program: bool  # a user's exported program (saved as model.pt2 + a program model.json)
+    from_scratch: bool  # True when no base model was given
+    notes: list[str] = field(default_factory=list)  # what loading changed (head replaced, ...)
+
+
+def _architecture_args(name: str, train: Dataset, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Arguments for registry classifier `name` fitted to the data: input shape, classes, normalisation."""
+    layout = train.layout
+    known = {f.name for f in dataclasses.fields(registry.entry(name).args_type)}
+    args: dict[str, Any] = {}
+    if "in_shape" in known:
+        args["in_shape"] = list(layout.shape())
+    if "in_channels" in known:
+        if layout.kind != "image":
+            raise SpecError(f"architecture {name!r} needs images, the dataset holds {layout.describe()}",
+                            field="architecture")
+        args["in_channels"] = layout.channels
+    if "small_input" in known and layout.kind == "image":
+        args["small_input"] = max(layout.height, layout.width) <= 64
+    args["num_classes"] = len(train.classes)
+    if "mean" in known and "mean" not in overrides:
+        # Normalisation lives inside the model (exported classifiers take raw inputs).
+        args.update(data_normalization(torch.from_numpy(train.x)))
+    args.update(overrides)
+    return args
+
+
+def build_classifier(hp: SsganHyperparameters, train: Dataset, base_model: Path | None) -> Classifier:
+    """The starting classifier: the base model (head fitted to the dataset's classes) or a fresh registry net."""
+    if base_model is None:
+        name = hp.architecture or registry.default_classifier_for(train.layout)[0]
+        if registry.entry(name).role != "classifier":
+            raise SpecError(f"architecture {name!r} is not a classifier", field="architecture")
+        args = _architecture_args(name, train, dict(hp.architecture_arguments))
+        return Classifier(registry.build(name, args), is_program=False, from_scratch=True)
+    folder = Path(base_model)
+    config = _read_config(folder)
+    if config.get("format") == "program":
+        names = config.get("class_names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+            raise ModelError("model.json of a program must list its class_names", field="class_names")
+        net = load_user_program(folder / "model.pt2", names, layout=train.layout)
+        notes = list(net.notes)
+        note = fit_head(net, names, train.classes)
+        return Classifier(net, is_program=True, from_scratch=False, notes=notes + ([note] if note else []))
+    net, meta = load_model(folder)
+    if meta.role != "classifier":
+        raise ModelError(f"the base model is a {meta.role}, ssgan needs a classifier", field="base_model_id")
+    if meta.input_layout and meta.input_layout != train.layout.to_dict():
+        raise ModelError(f"the base model takes {meta.input_layout}, the dataset holds {train.layout.describe()}",
+                         field="base_model_id")
+    base_names = meta.class_names or [str(i) for i in range(net.head.out_features)]
+    note = fit_head(net, base_names, train.classes)
+    return Classifier(net, is_program=False, from_scratch=False, notes=[note] if note else [])
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "model.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError("the base model has no model.json", field="base_model_id") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"the base model's model.json is not valid JSON: {e}", field="base_model_id") from None
+    if not isinstance(data, dict):
+        raise ModelError("the base model's model.json must be a JSON object", field="base_model_id")
+    return data
+
+
+def resolved_lr(hp: SsganHyperparameters, clf: Classifier) -> tuple[float, float]:
+    """(lr_d, lr_g): the spec's values, or defaults for training from scratch vs fine-tuning."""
+    if hp.lr_d is not None:
+        lr_d = hp.lr_d
+    elif not clf.from_scratch:
+        lr_d = LR_FINE_TUNE
+    else:
+        lr_d = LR_SCRATCH_DENSE if getattr(clf.net, "architecture", "") == "mlp" else LR_SCRATCH_CONV
+    return lr_d, hp.lr_g if hp.lr_g is not None else lr_d
+
+
+def build_generator(hp: SsganHyperparameters, train: Dataset, feature_dim: int) -> nn.Module:
+    """G for the run: z -> inputs shaped like the data, or (GAN-BERT) z -> D-dimensional backbone features."""
+    if hp.generator_space == "feature":
+        # Croce et al. 2020: one hidden layer, leaky ReLU, dropout 0.1, linear output.
+        args: dict[str, Any] = {"out_shape": [feature_dim], "z_dim": hp.z_dim, "hidden": [feature_dim],
+                                "activation": "leaky_relu", "batch_norm": False, "dropout": 0.1,
+                                "output": "linear", "output_weight_norm": False}
+        return registry.build("mlp_g", args)
+    layout = train.layout
+    if layout.kind == "features":
+        # Improved-GAN's MNIST G; its sigmoid output fits data in [0, 1], anything else gets a linear output.
+        in_unit_range = bool(train.x.size) and float(train.x.min()) >= 0.0 and float(train.x.max()) <= 1.0
+        args = {"out_shape": [layout.features], "z_dim": hp.z_dim, "output": "sigmoid" if in_unit_range else "linear"}
+        return registry.build("mlp_g", args)
+    try:
+        (name, g_args), _ = registry.default_gan_for(layout, hp.z_dim)
+    except ModelError:  # odd image sizes: a dense generator works for any shape
+        name, g_args = "mlp_g", {"out_shape": list(layout.shape()), "z_dim": hp.z_dim}
+    return registry.build(name, g_args)
+
+
+def freeze_lowest_blocks(net: nn.Module, count: int) -> list[nn.Module]:
+    """Stop gradients to the lowest `count` of `net.blocks()`; returns the frozen blocks."""
+    blocks = list(net.blocks())
+    if count > len(blocks):
+        raise SpecError(f"freeze_blocks is {count} but the classifier has only {len(blocks)} blocks",
+                        field="freeze_blocks")
+    for block in blocks[:count]:
+        block.requires_grad_(False)
+    return blocks[:count]
+
+
+def set_train_mode(net: nn.Module, frozen: list[nn.Module]) -> None:
+    """Training mode, except batch norms inside frozen blocks keep their running statistics."""
+    net.train()
+    for block in frozen:
+        for m in block.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def save_classifier(net: nn.Module, clf: Classifier, train: Dataset, out_dir: Path, stem: str,
+                    notes: list[str], *, export: bool) -> list[str]:
+    """Write `stem.safetensors` + `stem.json` (and `stem.pt2` when `export`); returns the file names."""
+    net = net.eval()
+    if clf.is_program:
+        assert isinstance(net, ProgramClassifier)
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        save_file(state, str(out_dir / f"{stem}.safetensors"))
+        write_json(out_dir / f"{stem}.json", {"format": "program", "class_names": list(train.classes),
+                                              "input_layout": train.layout.to_dict(), "notes": notes})
+    else:
+        meta = meta_for(net, class_names=train.classes, input_layout=train.layout.to_dict(), notes=notes)
+        save_model(net, meta, out_dir, stem=stem)
+    names = [f"{stem}.safetensors", f"{stem}.json"]
+    if export:
+        example = torch.from_numpy(np.ascontiguousarray(train.x[:2])).float()
+        export_program(net, example, out_dir / f"{stem}.pt2")
+        names.append(f"{stem}.pt2")
+    return names
+
+
+def save_generator(g: nn.Module, out_dir: Path, layout: dict[str, Any], notes: list[str]) -> list[str]:
+    """`generator.safetensors` + `generator.json`; `layout` is what G makes (the data's, or backbone features)."""
+    meta = meta_for(g, input_layout=layout, notes=notes)
+    save_model(g, meta, out_dir, stem="generator")
+    return ["generator.safetensors", "generator.json"]

@@ -1,0 +1,144 @@
+"""Shared fixtures: a fresh Postgres database per test session, settings, the app, API keys.
+
+Nothing here runs unless a test asks for it (core tests need no database).
+
+    pg_url          session  URL of a fresh database `ganft_test_<random>`, migrated to head, dropped at the end
+    engine          session  SQLAlchemy engine on it
+    clean_db        function every table truncated (each test starts from an empty database)
+    settings        function Settings: that database, GANFT_DATA_DIR=tmp, broker redis://127.0.0.1:6379/15 (flushed)
+    ganft_env       function os.environ + the GANFT_* variables of `settings`, for subprocesses
+                             (uvicorn api.main:app, celery -A worker.app ...)
+    app / client    function create_app(settings) / a TestClient on it (lifespan run)
+    make_key        function make_key("acme") -> a new API key for that tenant (created if needed)
+    tenant_headers  function tenant_headers("acme") -> {"Authorization": "Bearer <new key>"}
+    api_key         function a key of tenant "acme"
+    headers / other_headers  function auth headers of tenants "acme" and "globex"
+
+Set GANFT_TEST_PG_ADMIN_URL to use another server (default postgres@127.0.0.1:5432/postgres).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from ganft.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("GANFT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+TEST_BROKER_URL = os.environ.get("GANFT_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    from ganft.db.migrate import upgrade
+
+    name = f"ganft_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(pg_url: str) -> Iterator[Engine]:
+    from ganft.db.session import make_engine
+
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_db(engine: Engine) -> None:
+    """Empty every table (TRUNCATE is quick and also isolates work done by threadpools and servers)."""
+    from ganft.db.tables import Base
+
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text("SET LOCAL lock_timeout = '20s'"))
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def settings(pg_url: str, clean_db: None, tmp_path: Path) -> Settings:
+    redis.Redis.from_url(TEST_BROKER_URL, socket_connect_timeout=2).flushdb()
+    return Settings(data_dir=tmp_path / "data", database_url=pg_url, broker_url=TEST_BROKER_URL)
+
+
+@pytest.fixture
+def ganft_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "GANFT_DATA_DIR": str(settings.data_dir),
+            "GANFT_DATABASE_URL": settings.database_url,
+            "GANFT_BROKER_URL": settings.broker_url,
+            "GANFT_STORE_URL": settings.store_url,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    from api.main import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_key(engine: Engine, clean_db: None) -> Callable[[str], str]:
+    from ganft.db.session import session_scope
+    from ganft.repo import keys
+
+    def make(tenant: str = "acme") -> str:
+        with session_scope(engine) as session:
+            _, key = keys.create_key(session, tenant_name=tenant)
+        return key
+
+    return make
+
+
+@pytest.fixture
+def tenant_headers(make_key: Callable[[str], str]) -> Callable[[str], dict[str, str]]:
+    def headers(tenant: str = "acme") -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_key(tenant)}"}
+
+    return headers
+
+
+@pytest.fixture
+def api_key(make_key: Callable[[str], str]) -> str:
+    return make_key("acme")
+
+
+@pytest.fixture
+def headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def other_headers(tenant_headers: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return tenant_headers("globex")

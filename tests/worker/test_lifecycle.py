@@ -1,0 +1,178 @@
+"""Job lifecycle on the real Postgres: claim, duplicates, reaping, dispatch, finishing, terminal states."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import redis
+from celery import Celery
+from sqlalchemy import Engine, func, select, update
+
+from ganft.db.session import session_scope
+from ganft.db.tables import Artifact, Job, Model, utcnow
+from ganft.repo import lifecycle
+from ganft.repo.lifecycle import ArtifactRecord, OutputModel
+from ganft.settings import Settings
+from ganft.store import Store
+from tests.worker.conftest import REDIS_URL
+from tests.worker.helpers import job_events, job_row, make_job
+from worker import sweeper
+from worker.tasks import run_job
+
+
+def _claim(engine: Engine, job_id: str, worker_id: str, lease_s: float = 60.0) -> lifecycle.ClaimedJob | None:
+    with session_scope(engine) as session:
+        return lifecycle.claim_job(session, job_id=job_id, worker_id=worker_id, lease_s=lease_s)
+
+
+def _expire_lease(engine: Engine, job_id: str) -> None:
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - dt.timedelta(seconds=1)))
+
+
+def test_two_concurrent_claims_one_wins(engine: Engine, store: Store) -> None:
+    """Two workers claim the same job at the same moment: exactly one gets it."""
+    job_id = make_job(engine, store)
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def claim(worker_id: str) -> None:
+        barrier.wait()
+        results[worker_id] = _claim(engine, job_id, worker_id)
+
+    threads = [threading.Thread(target=claim, args=(w,)) for w in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [w for w, claimed in results.items() if claimed is not None]
+    assert len(winners) == 1
+    row = job_row(engine, job_id)
+    assert (row.status, row.attempt, row.worker_id) == ("running", 1, winners[0])
+    assert row.started_at is not None and row.lease_expires_at is not None
+    assert [e[1:] for e in job_events(engine, job_id)] == [
+        ("status", {"status": "queued"}),
+        ("status", {"status": "running", "attempt": 1}),
+    ]
+
+
+def test_duplicate_message_does_nothing(engine: Engine, store: Store, settings: Settings) -> None:
+    """The task on an already-claimed (or finished) job returns at once and changes nothing."""
+    job_id = make_job(engine, store)
+    assert _claim(engine, job_id, "first") is not None
+    before = job_row(engine, job_id)
+    assert run_job(job_id) == "skipped"
+    after = job_row(engine, job_id)
+    assert (after.status, after.attempt, after.worker_id, after.next_event_seq) == (
+        before.status,
+        before.attempt,
+        before.worker_id,
+        before.next_event_seq,
+    )
+
+
+def test_reaper_requeues_expired_lease_then_fails_after_max_attempts(engine: Engine, store: Store) -> None:
+    job_id = make_job(engine, store, max_attempts=2)
+
+    assert _claim(engine, job_id, "w1") is not None
+    with session_scope(engine) as session:  # a live lease is left alone
+        assert lifecycle.reap_expired_leases(session) == []
+    _expire_lease(engine, job_id)
+    with session_scope(engine) as session:
+        assert lifecycle.reap_expired_leases(session) == [(job_id, "queued")]
+    row = job_row(engine, job_id)
+    assert (row.status, row.attempt, row.worker_id, row.dispatched_at) == ("queued", 1, None, None)
+
+    claimed = _claim(engine, job_id, "w2")
+    assert claimed is not None and claimed.attempt == 2
+    with session_scope(engine) as session:  # the first worker's late writes find nothing of theirs
+        assert lifecycle.renew_lease(session, job_id=job_id, worker_id="w1", lease_s=60) is None
+        assert not lifecycle.end_job(session, job_id=job_id, worker_id="w1", status="failed", error_code="internal")
+    _expire_lease(engine, job_id)
+    with session_scope(engine) as session:
+        assert lifecycle.reap_expired_leases(session) == [(job_id, "failed")]
+    row = job_row(engine, job_id)
+    assert (row.status, row.attempt, row.error_code) == ("failed", 2, "worker_lost")
+    assert row.finished_at is not None
+    assert job_events(engine, job_id)[-1][2]["error"]["code"] == "worker_lost"
+
+
+def test_reaper_finishes_an_abandoned_cancel(engine: Engine, store: Store) -> None:
+    """A `cancelling` job whose worker vanished is `cancelled`, not retried."""
+    job_id = make_job(engine, store)
+    assert _claim(engine, job_id, "w1") is not None
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="cancelling"))
+    _expire_lease(engine, job_id)
+    with session_scope(engine) as session:
+        assert lifecycle.reap_expired_leases(session) == [(job_id, "cancelled")]
+
+
+def test_dispatch_sweep_sends_undispatched_jobs(engine: Engine, store: Store, settings: Settings) -> None:
+    """Jobs the API could not enqueue (broker down) reach the broker on the next sweep, once."""
+    app = Celery("sweep-test", set_as_current=False)
+    app.conf.update(broker_url=REDIS_URL, task_serializer="json")
+    queue = redis.Redis.from_url(REDIS_URL)
+    first, second = make_job(engine, store), make_job(engine, store)
+
+    result = sweeper.sweep_once(app, settings)
+    assert sorted(result.dispatched) == sorted([first, second])
+    assert queue.llen("gpu") == 2
+    assert all(job_row(engine, j).dispatched_at is not None for j in (first, second))
+
+    assert sweeper.sweep_once(app, settings).dispatched == []  # sent recently: not again
+    with session_scope(engine) as session:  # a message sent long ago for a still-queued job: resent
+        session.execute(update(Job).where(Job.id == first).values(dispatched_at=utcnow() - dt.timedelta(hours=1)))
+    assert sweeper.sweep_once(app, settings).dispatched == [first]
+    assert queue.llen("gpu") == 3
+    app.close()
+
+
+def _artifacts() -> list[ArtifactRecord]:
+    return [
+        ArtifactRecord(
+            "model.safetensors", 10, "a" * 64, "application/octet-stream", "jobs/x/artifacts/model.safetensors"
+        ),
+        ArtifactRecord("model.json", 5, "b" * 64, "application/json", "jobs/x/artifacts/model.json"),
+    ]
+
+
+def test_finalize_twice_registers_one_set_of_outputs(engine: Engine, store: Store) -> None:
+    job_id = make_job(engine, store)
+    assert _claim(engine, job_id, "w1") is not None
+    model = OutputModel("ssgan out", "classifier", {"architecture": "mlp"}, "jobs/x/artifacts", 10, "a" * 64)
+    outcomes = []
+    for _ in range(2):
+        with session_scope(engine) as session:
+            outcomes.append(
+                lifecycle.succeed_job(
+                    session,
+                    job_id=job_id,
+                    worker_id="w1",
+                    result={"accuracy": 0.9},
+                    artifacts=_artifacts(),
+                    output_model=model,
+                )
+            )
+    assert outcomes == [True, False]
+    row = job_row(engine, job_id)
+    assert (row.status, row.result) == ("succeeded", {"accuracy": 0.9})
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Artifact).where(Artifact.job_id == job_id)) == 2
+        models = session.scalars(select(Model).where(Model.source_job_id == job_id)).all()
+        assert [m.id for m in models] == [row.output_model_id]
+
+
+def test_terminal_states_never_change(engine: Engine, store: Store) -> None:
+    job_id = make_job(engine, store)
+    assert _claim(engine, job_id, "w1") is not None
+    with session_scope(engine) as session:
+        assert lifecycle.end_job(session, job_id=job_id, worker_id="w1", status="cancelled")
+    with session_scope(engine) as session:
+        assert not lifecycle.end_job(session, job_id=job_id, worker_id="w1", status="failed", error_code="internal")
+        assert lifecycle.renew_lease(session, job_id=job_id, worker_id="w1", lease_s=60) is None
+        assert lifecycle.release_job(session, job_id=job_id, worker_id="w1") is None
+        assert lifecycle.reap_expired_leases(session) == []
+    assert _claim(engine, job_id, "w2") is None
+    assert job_row(engine, job_id).status == "cancelled"

@@ -1,0 +1,300 @@
+"""Parent-side supervision of one claimed job: stage inputs, run the training child, report, finish.
+
+The parent never imports torch. It loops every `POLL_S`:
+- drains the child's queue: progress is buffered and written at most once per
+  `progress_interval_s`; each new checkpoint is uploaded to the store and recorded at once;
+- renews the lease every `lease_s / 4` (heartbeat) and reads the job's status about once a
+  second: a cancel (`cancelling`), an exceeded `max_runtime_s` or a worker shutdown set the
+  abort Event (the trainer checkpoints and stops), and the child is killed `cancel_grace_s`
+  later if it has not; a lost lease (the row is no longer ours) stops the child at once and
+  writes nothing more;
+- when the child has exited, finishes the job: succeeded (artifacts + output model + result in
+  one transaction), failed with a code, cancelled (the last checkpoint stays), or given back
+  to the queue when the worker is shutting down.
+`max_runtime_s` counts from this attempt's start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_module
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import billiard
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ganft.db.session import get_engine, session_scope
+from ganft.repo import lifecycle
+from ganft.repo.lifecycle import ClaimedJob
+from ganft.settings import Settings
+from ganft.store import Store, open_store
+from worker import child as child_module
+from worker import staging
+from worker.progress import ProgressBatch, ProgressRecorder, json_safe
+
+POLL_S = 0.2  # longest wait for a child message: the loop's reaction time
+STATUS_POLL_S = 1.0  # how often the job's status is read when no write told us (cancel latency)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    result: dict[str, Any] | None = None  # {"metrics", "artifacts"} from the child
+    error: dict[str, str] | None = None  # {"code", "message"} from the child
+    stop: str | None = None  # why we stopped the child: cancel | runtime | shutdown | lost
+    exitcode: int | None = None
+    killed: bool = False  # we killed the child (so a SIGKILL exit is ours, not the OOM killer's)
+
+
+def shutdown_requested() -> bool:
+    """The Celery worker got a warm or cold shutdown signal (seen when the task runs in the
+    worker's main process, i.e. `--pool solo`; prefork children are not told)."""
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None
+
+
+def run_claimed_job(job: ClaimedJob, settings: Settings) -> str:
+    """Run a job this worker has claimed until it ends; returns the status it ended in
+    (`lost` when another worker or the reaper took it meanwhile)."""
+    engine = get_engine(settings.database_url)
+    store = open_store(settings.store_url)
+    run_dir = settings.data_dir.resolve() / "runs" / job.id
+    shutil.rmtree(run_dir, ignore_errors=True)  # the store holds the truth; an old folder is stale
+    try:
+        try:
+            args = staging.stage_inputs(job, store, run_dir, inception_weights=settings.inception_weights)
+        except Exception as exc:
+            log.exception("job %s: cannot fetch its inputs", job.id)
+            return _end(engine, job, "failed", "internal", f"the job's inputs could not be fetched: {exc}")
+        supervisor = Supervisor(job, settings, engine, store, Path(args.out_dir))
+        return supervisor.finish(supervisor.run(args))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _end(engine: Engine, job: ClaimedJob, status: str, code: str | None = None, message: str | None = None) -> str:
+    with session_scope(engine) as session:
+        ended = lifecycle.end_job(
+            session, job_id=job.id, worker_id=job.worker_id, status=status, error_code=code, error_message=message
+        )
+    if not ended:
+        return "lost"
+    log.info("job %s: %s%s", job.id, status, f" ({code}: {message})" if code else "")
+    return status
+
+
+def _kill(child: Any) -> None:
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # it exited meanwhile
+
+
+class Supervisor:
+    """Watches one training child for one job attempt."""
+
+    def __init__(self, job: ClaimedJob, settings: Settings, engine: Engine, store: Store, out_dir: Path) -> None:
+        self.job = job
+        self.out_dir = out_dir
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.recorder = ProgressRecorder(self._write_progress, interval_s=settings.progress_interval_s)
+        self.checkpoint_key = job.checkpoint_key
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, args: child_module.ChildArgs) -> Outcome:
+        # spawn, never fork: CUDA must not be initialised in this process. billiard is Celery's fork
+        # of multiprocessing with the same API; unlike the stdlib it lets a prefork pool process
+        # (which is daemonic) start a child. We supervise that child and it dies with us.
+        ctx = billiard.get_context("spawn")
+        messages: Any = ctx.Queue()
+        abort = ctx.Event()
+        child = ctx.Process(target=child_module.main, args=(args, messages, abort), name=f"train-{self.job.id}")
+        child.start()
+        log.info("job %s: attempt %d, training in pid %s", self.job.id, self.job.attempt, child.pid)
+        outcome = Outcome()
+        try:
+            self._watch(child, messages, abort, outcome)
+        finally:  # whatever happens here, no training process outlives its supervisor
+            if child.is_alive():
+                _kill(child)
+                outcome.killed = True
+            child.join()
+        self._drain(messages, outcome, wait=0.0, until_empty=True)
+        outcome.exitcode = child.exitcode
+        messages.close()
+        return outcome
+
+    def _watch(self, child: Any, messages: Any, abort: Any, outcome: Outcome) -> None:
+        started = time.monotonic()
+        heartbeat_every = self.settings.lease_s / 4
+        renewed = next_status = started  # the claim itself renewed the lease
+        next_heartbeat = started + heartbeat_every
+        kill_at: float | None = None
+        while child.is_alive():
+            self._drain(messages, outcome, wait=POLL_S)
+            now = time.monotonic()
+            status: str | None = "running"
+            if outcome.stop != "lost":
+                if self.recorder.due():
+                    status = self._db(self.recorder.flush, status)
+                    next_status = now + STATUS_POLL_S
+                if status is not None and now >= next_heartbeat:
+                    status = self._db(lambda: self._session(lifecycle.renew_lease, lease_s=self.settings.lease_s), None)
+                    next_heartbeat, next_status = now + heartbeat_every, now + STATUS_POLL_S
+                    if status is not None:
+                        renewed = now
+                    elif now - renewed < self.settings.lease_s:
+                        status = "running"  # the DB did not answer; the lease still holds for a while
+                elif status is not None and now >= next_status:
+                    status = self._db(lambda: self._session(lifecycle.current_status), "running")
+                    next_status = now + STATUS_POLL_S
+            reason = self._stop_reason(status, now - started)
+            if reason and outcome.stop is None:
+                outcome.stop = reason
+                abort.set()
+                kill_at = now if reason == "lost" else now + self.settings.cancel_grace_s
+                log.warning("job %s: stopping the trainer (%s)", self.job.id, reason)
+            if kill_at is not None and now >= kill_at and child.is_alive():
+                log.warning("job %s: the trainer did not stop in time; killing pid %s", self.job.id, child.pid)
+                _kill(child)
+                outcome.killed = True
+                kill_at = None
+
+    def _db(self, call: Any, on_error: str | None) -> str | None:
+        """Run a status-returning DB call; a DB outage is logged and answers `on_error`."""
+        try:
+            result: str | None = call()
+        except SQLAlchemyError as exc:
+            log.warning("job %s: database unavailable (%s); retrying", self.job.id, exc.__class__.__name__)
+            return on_error
+        return result
+
+    def _stop_reason(self, status: str | None, elapsed_s: float) -> str | None:
+        if status is None:
+            return "lost"
+        if status == "cancelling":
+            return "cancel"
+        if self.job.max_runtime_s is not None and elapsed_s > self.job.max_runtime_s:
+            return "runtime"
+        if shutdown_requested():
+            return "shutdown"
+        return None
+
+    def _drain(self, messages: Any, outcome: Outcome, *, wait: float, until_empty: bool = False) -> None:
+        """Handle every queued message; wait up to `wait` s for the first one."""
+        timeout: float | None = wait
+        while True:
+            try:
+                kind, payload = messages.get(timeout=timeout) if timeout else messages.get_nowait()
+            except queue_module.Empty:
+                if until_empty and timeout == 0.0:
+                    timeout = 0.05  # the child's last message may still be in the pipe's feeder
+                    continue
+                return
+            except (EOFError, OSError, ValueError):  # the child died mid-message
+                return
+            timeout = 0.0
+            if kind == "progress":
+                self.recorder.add(payload)
+                if payload["kind"] == "checkpoint" and payload.get("path") and outcome.stop != "lost":
+                    try:
+                        self._upload_checkpoint(payload)
+                    except (OSError, SQLAlchemyError):  # the next checkpoint tries again
+                        log.exception("job %s: could not store checkpoint %s", self.job.id, payload["path"])
+            elif kind == "result":
+                outcome.result = payload
+            elif kind == "error":
+                outcome.error = payload
+
+    # ------------------------------------------------------------ DB and store
+
+    def _session(self, fn: Any, **kwargs: Any) -> Any:
+        with session_scope(self.engine) as session:
+            return fn(session, job_id=self.job.id, worker_id=self.job.worker_id, **kwargs)
+
+    def _write_progress(self, batch: ProgressBatch) -> str | None:
+        return self._session(
+            lifecycle.record_progress,
+            step=batch.step,
+            total_steps=batch.total_steps,
+            steps_per_second=batch.steps_per_second,
+            metrics=batch.metrics,
+            events=batch.events,
+        )
+
+    def _upload_checkpoint(self, update: dict[str, Any]) -> None:
+        """Store a new checkpoint, point the job at it, then drop the previous one from the store."""
+        if self.recorder.pending:
+            self.recorder.flush()  # keep events in order: progress up to here, then the checkpoint
+        path = self.out_dir / update["path"]
+        key = staging.checkpoint_key(self.job.id, path.name)
+        self.store.put_file(key, path)
+        if not self._session(lifecycle.record_checkpoint, key=key, step=int(update["step"])):
+            return
+        if self.checkpoint_key and self.checkpoint_key != key:
+            self.store.delete(self.checkpoint_key)
+        self.checkpoint_key = key
+
+    # ------------------------------------------------------------ the end
+
+    def finish(self, outcome: Outcome) -> str:
+        """Move the job to its final state (or back to the queue) from what the child did."""
+        job = self.job
+        if outcome.stop == "lost":
+            log.warning("job %s: lease lost (reaped or taken over); leaving it alone", job.id)
+            return "lost"
+        if self.recorder.pending and self.recorder.flush() is None:
+            return "lost"
+        if outcome.result is not None and outcome.exitcode == 0:
+            return self._succeed(outcome.result)
+        if outcome.stop == "cancel":
+            return _end(self.engine, job, "cancelled")
+        error = outcome.error
+        if error is not None and error.get("code") != "cancelled":
+            return _end(self.engine, job, "failed", error.get("code", "internal"), error.get("message"))
+        if outcome.stop == "shutdown":
+            status = self._session(lifecycle.release_job)
+            log.info("job %s: worker shutting down; job is %s again", job.id, status)
+            return status or "lost"
+        if outcome.stop == "runtime":
+            message = f"the job ran longer than max_runtime_s={job.max_runtime_s}; the last checkpoint is kept"
+            return _end(self.engine, job, "failed", "max_runtime_exceeded", message)
+        if outcome.exitcode == -signal.SIGKILL and not outcome.killed:
+            message = "the training process was killed by the system, most likely for running out of memory"
+            return _end(self.engine, job, "failed", "out_of_memory", message)
+        message = f"the training process exited with code {outcome.exitcode} without a result"
+        return _end(self.engine, job, "failed", "internal", message)
+
+    def _succeed(self, result: dict[str, Any]) -> str:
+        job = self.job
+        try:
+            artifacts = staging.upload_artifacts(self.store, job.id, self.out_dir, list(result["artifacts"]))
+            model = staging.output_model(job, self.out_dir, artifacts)
+        except (OSError, ValueError) as exc:
+            log.exception("job %s: cannot store its outputs", job.id)
+            return _end(self.engine, job, "failed", "internal", f"the job's outputs could not be stored: {exc}")
+        with session_scope(self.engine) as session:
+            done = lifecycle.succeed_job(
+                session,
+                job_id=job.id,
+                worker_id=job.worker_id,
+                result=json_safe(result["metrics"]),
+                artifacts=artifacts,
+                output_model=model,
+            )
+        if not done:
+            return "lost"
+        log.info("job %s: succeeded (%d artifacts)", job.id, len(artifacts))
+        return "succeeded"

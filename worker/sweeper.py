@@ -1,0 +1,118 @@
+"""The reaper and dispatch sweep: one thread per worker node, every `reaper_interval_s`.
+
+- Jobs whose lease expired (the worker was killed, the machine lost) go back to `queued`
+  with `attempt + 1` still to come, or fail with `worker_lost` after `max_attempts`
+  (ganft/repo/lifecycle.py `reap_expired_leases`).
+- Queued jobs never sent to the broker (created while it was down, or just reaped), or sent
+  more than `REDISPATCH_AFTER_LEASES` lease periods ago, are sent (again). A duplicate
+  message is harmless: the claim is a compare-and-set and the loser returns at once.
+
+Every worker runs this; two sweepers never move the same job twice (compare-and-set again).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from celery import Celery
+
+from ganft.db.session import get_engine, session_scope
+from ganft.db.tables import utcnow
+from ganft.repo import lifecycle
+from ganft.settings import Settings
+from worker.app import QUEUE, RUN_JOB
+
+# A queued job's message is resent when it was sent this many lease periods ago and the job
+# is still queued: long enough that a worker busy with another job is not flooded with
+# duplicates, short enough that a message lost with a broker restart costs minutes, not hours.
+REDISPATCH_AFTER_LEASES = 3
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    reaped: list[tuple[str, str]] = field(default_factory=list)  # (job_id, new status)
+    dispatched: list[str] = field(default_factory=list)
+
+
+def sweep_once(app: Celery, settings: Settings) -> SweepResult:
+    """One pass: reap expired leases, then (re)send queued jobs that need a message."""
+    engine = get_engine(settings.database_url)
+    result = SweepResult()
+    with session_scope(engine) as session:
+        result.reaped = lifecycle.reap_expired_leases(session)
+    for job_id, status in result.reaped:
+        log.warning("job %s: lease expired, now %s", job_id, status)
+    stale_before = utcnow() - dt.timedelta(seconds=REDISPATCH_AFTER_LEASES * settings.lease_s)
+    with session_scope(engine) as session:
+        job_ids = lifecycle.claim_dispatch(session, stale_before=stale_before)
+    failed: list[str] = []
+    for job_id in job_ids:
+        try:
+            app.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+        except Exception:
+            log.exception("job %s: could not send it to the broker; the next sweep retries", job_id)
+            failed.append(job_id)
+        else:
+            result.dispatched.append(job_id)
+    if failed:
+        with session_scope(engine) as session:
+            lifecycle.undo_dispatch(session, job_ids=failed)
+    if result.dispatched:
+        log.info("dispatched %d queued job(s): %s", len(result.dispatched), ", ".join(result.dispatched))
+    return result
+
+
+class Sweeper(threading.Thread):
+    """Runs `sweep_once` now and then every `settings.reaper_interval_s` until `stop()`."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        super().__init__(name="ganft-sweeper", daemon=True)
+        self._app = app
+        self._settings = settings
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                sweep_once(self._app, self._settings)
+            except Exception:  # the DB or broker is down: log, keep the thread alive, try again later
+                log.exception("sweep failed; retrying in %.1f s", self._settings.reaper_interval_s)
+            if self._stopped.wait(self._settings.reaper_interval_s):
+                return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+
+_sweeper: Sweeper | None = None
+_lock = threading.Lock()
+
+
+def start_sweeper(app: Celery, settings: Settings) -> Sweeper:
+    """Start this process's sweeper (once; later calls return the running one)."""
+    global _sweeper
+    with _lock:
+        if _sweeper is None or not _sweeper.is_alive():
+            _sweeper = Sweeper(app, settings)
+            _sweeper.start()
+            log.info(
+                "sweeper started: every %.1f s (lease %.1f s, max attempts from each job)",
+                settings.reaper_interval_s,
+                settings.lease_s,
+            )
+        return _sweeper
+
+
+def stop_sweeper() -> None:
+    global _sweeper
+    with _lock:
+        if _sweeper is not None:
+            _sweeper.stop()
+            _sweeper = None
