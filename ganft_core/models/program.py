@@ -61,10 +61,7 @@ class ProgramClassifier(nn.Module):
         self.train()
 
     def _check(self, x: torch.Tensor) -> None:
-        ok = x.dim() == len(self.input_shape) and all(
-            want is None or got == want for got, want in zip(x.shape[1:], self.input_shape[1:], strict=False)
-        )
-        if not ok:
+        if not _fits(self.input_shape[1:], tuple(x.shape[1:])):
             want = "×".join("N" if s is None else str(s) for s in self.input_shape)
             raise ModelError(f"the program takes {want} inputs, got {'×'.join(map(str, x.shape))}", field="program")
 
@@ -112,6 +109,8 @@ def load_user_program(path: Path | str, class_names: Sequence[str], *, layout: L
     one N×K tensor, or has no final linear layer producing that output.
     """
     path = Path(path)
+    if not class_names:
+        raise ModelError("a program needs at least one class name", field="class_names")
     with tempfile.TemporaryDirectory(prefix="ganft-program-") as tmp:
         clean = Path(tmp) / "program.pt2"
         sanitize_program(path, clean)
@@ -125,7 +124,7 @@ def load_user_program(path: Path | str, class_names: Sequence[str], *, layout: L
     if input_shape[0] is not None:
         gm = _with_dynamic_batch(gm, program)
         input_shape = (None, *input_shape[1:])
-    if layout is not None and tuple(input_shape[1:]) != tuple(layout.shape()):
+    if layout is not None and not _fits(input_shape[1:], layout.shape()):
         want = "×".join(map(str, layout.shape()))
         got = "×".join("N" if s is None else str(s) for s in input_shape)
         raise ModelError(f"the program takes {got} inputs but the dataset has N×{want}", field="program")
@@ -143,6 +142,11 @@ def load_user_program(path: Path | str, class_names: Sequence[str], *, layout: L
         notes.append(f"head replaced: {head.out_features} -> {len(class_names)} classes")
         classifier.replace_head(len(class_names))
     return classifier
+
+
+def _fits(want: Sequence[int | None], got: Sequence[int]) -> bool:
+    """Same rank, and every static size (not None) equal."""
+    return len(want) == len(got) and all(w is None or w == g for w, g in zip(want, got, strict=True))
 
 
 # Graph surgery ------------------------------------------------------------------------------------
