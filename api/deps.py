@@ -9,8 +9,6 @@ The app's long-lived parts (settings, engine, store, broker client, rate limiter
 from __future__ import annotations
 
 import math
-import threading
-import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -20,37 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.problems import Problem, not_found, unauthorized
 from api.queue import JobQueue
+from api.ratelimit import RateLimiter
 from ganft.db.session import session_scope
 from ganft.db.tables import Dataset, Job, Model
 from ganft.repo import datasets, jobs, keys, models
 from ganft.repo.keys import Principal
 from ganft.settings import Settings
 from ganft.store import Store
-
-
-class RateLimiter:
-    """A token bucket per API key: `rate` tokens a second, at most `burst` saved up.
-
-    Per API process: with several processes behind a balancer each enforces its own bucket.
-    """
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, monotonic time)
-        self._lock = threading.Lock()
-
-    def acquire(self, key: str) -> float:
-        """Take one token; returns 0 when allowed, else the seconds until a token is available."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
 
 
 def _settings(request: Request) -> Settings:
@@ -87,7 +61,7 @@ def _principal(
     with session_scope(request.app.state.engine) as session:
         principal = keys.authenticate(session, key=credentials.credentials)
     if principal is None:
-        raise unauthorized("invalid or revoked API key")
+        raise unauthorized("invalid or revoked API key", error="invalid_token")
     limiter: RateLimiter = request.app.state.rate_limiter
     wait = limiter.acquire(principal.key_id)
     if wait > 0:

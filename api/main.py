@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
 
 from api import problems
-from api.deps import RateLimiter
 from api.observability import LatencyMiddleware, make_registry
 from api.queue import JobQueue
+from api.ratelimit import RateLimiter
 from api.routes import datasets, events, health, jobs, models, outputs
+from api.schemas import JobCreate
 from ganft.db.session import make_engine, make_sessionmaker
 from ganft.settings import Settings, get_settings
 from ganft.store import open_store
@@ -59,7 +61,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LatencyMiddleware, latency=latency)
     for module in (health, datasets, models, jobs, events, outputs):
         app.include_router(module.router)
+    _document_manual_bodies(app)
     return app
+
+
+def _document_manual_bodies(app: FastAPI) -> None:
+    """Add JobCreate to the OpenAPI components: POST /v1/jobs reads its body itself (after auth)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            job_create = JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(job_create.pop("$defs", {}))
+            components["JobCreate"] = job_create
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

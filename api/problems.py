@@ -77,8 +77,10 @@ def invalid(field: str, message: str, *, detail: str | None = None) -> Problem:
     return Problem(422, detail or f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
-def unauthorized(detail: str) -> Problem:
-    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="ganft"'})
+def unauthorized(detail: str, *, error: str | None = None) -> Problem:
+    """401 with the RFC 6750 challenge (`error="invalid_token"` when a key was sent but is not valid)."""
+    challenge = 'Bearer realm="ganft"' + (f', error="{error}"' if error else "")
+    return Problem(401, detail, headers={"WWW-Authenticate": challenge})
 
 
 def field_path(loc: Iterable[int | str], *, drop: tuple[str, ...] = ("body", "query", "path", "header")) -> str:

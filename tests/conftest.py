@@ -13,6 +13,9 @@ Nothing here runs unless a test asks for it (core tests need no database).
     tenant_headers  function tenant_headers("acme") -> {"Authorization": "Bearer <new key>"}
     api_key         function a key of tenant "acme"
     headers / other_headers  function auth headers of tenants "acme" and "globex"
+    make_live_server function make_live_server(**settings overrides) -> "http://127.0.0.1:<port>": a real
+                             uvicorn server in a thread running create_app(settings); stopped after the test
+    live_server     function make_live_server() with the defaults
 
 Set GANFT_TEST_PG_ADMIN_URL to use another server (default postgres@127.0.0.1:5432/postgres).
 """
@@ -21,17 +24,23 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from ganft.settings import Settings
+
+if TYPE_CHECKING:  # imported lazily: core tests need neither
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
 
 PG_ADMIN_URL = os.environ.get("GANFT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 TEST_BROKER_URL = os.environ.get("GANFT_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
@@ -104,6 +113,8 @@ def app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
+    from fastapi.testclient import TestClient
+
     with TestClient(app) as test_client:
         yield test_client
 
@@ -142,3 +153,39 @@ def headers(api_key: str) -> dict[str, str]:
 @pytest.fixture
 def other_headers(tenant_headers: Callable[[str], dict[str, str]]) -> dict[str, str]:
     return tenant_headers("globex")
+
+
+@pytest.fixture
+def make_live_server(settings: Settings) -> Iterator[Callable[..., str]]:
+    """make_live_server(**settings overrides) -> base URL of a real uvicorn server (a thread, a free port)
+    running create_app(settings); the event stream polls every 0.05 s unless overridden."""
+    import uvicorn
+
+    from api.main import create_app
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**overrides: Any) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app = create_app(settings.model_copy(update={"sse_poll_interval_s": 0.05, **overrides}))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(make_live_server: Callable[..., str]) -> str:
+    return make_live_server()

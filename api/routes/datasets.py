@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import DatasetDep, SessionDep, SettingsDep, StoreDep, TenantDep
-from api.problems import Problem, invalid
+from api.problems import Problem, invalid, not_found
 from api.schemas import DatasetFormat, DatasetOut, ListOf
 from api.uploads import ReceivedFile, check_declared_length, receive_multipart, receive_raw
 from api.validation import inspect_dataset
@@ -175,7 +175,7 @@ def delete_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep, stor
     """Delete a dataset and its file; 409 while a queued or running job uses it."""
     dataset = datasets.get(session, tenant_id=tenant.tenant_id, dataset_id=dataset_id, lock="update")
     if dataset is None:
-        raise Problem(404, f"dataset {dataset_id!r} not found")
+        raise not_found("dataset", dataset_id)
     if datasets.in_use(session, dataset_id=dataset_id):
         raise Problem(409, f"dataset {dataset_id!r} is used by a job that has not finished; cancel it first")
     datasets.mark_deleted(session, dataset_id=dataset_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
@@ -177,3 +178,14 @@ def test_unknown_dataset_is_404(client: TestClient, headers: dict[str, str]) -> 
     for method in ("GET", "DELETE"):
         response = client.request(method, "/v1/datasets/ds_0123456789abcdef01234567", headers=headers)
         assert response.status_code == 404 and response.json()["title"] == "Not Found"
+
+
+def test_oversize_upload_over_a_real_server(make_live_server: Callable[..., str], headers: dict[str, str]) -> None:
+    """Through uvicorn with a 1000-byte limit, 5 MB with Content-Length and 5 MB chunked both get the 413
+    answer (the server stops reading; the client still sees the problem document)."""
+    url = make_live_server(max_upload_bytes=1000) + "/v1/datasets?name=x.csv"
+    declared = httpx.post(url, headers=headers, content=b"x" * 5_000_000, timeout=30)
+    chunked = httpx.post(url, headers=headers, content=iter([b"x" * 65536] * 80), timeout=30)
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        assert response.json()["status"] == 413

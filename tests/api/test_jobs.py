@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -215,3 +217,18 @@ def test_settings_fixture_points_at_the_test_database(settings: Settings, pg_url
     """The fixture other test folders rely on: the test DB, a tmp data dir, redis db 15."""
     assert settings.database_url == pg_url and settings.broker_url.endswith("/15")
     assert settings.store_url.startswith("file://") and "store" in settings.store_url
+
+
+def test_concurrent_idempotent_posts_make_one_job(live_server: str, headers: dict[str, str], seed: Seed) -> None:
+    """Six simultaneous POSTs with one Idempotency-Key through a real server: one 201, five 200, one job id."""
+    body = {"method": "ssgan", "dataset_id": seed.dataset(), "hyperparameters": {"steps": 5}}
+
+    def post(_: int) -> tuple[int, str]:
+        with httpx.Client(timeout=30) as http:
+            response = http.post(f"{live_server}/v1/jobs", json=body, headers={**headers, "Idempotency-Key": "race"})
+        return response.status_code, response.json()["id"]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(post, range(6)))
+    assert sorted(status for status, _ in results) == [200, 200, 200, 200, 200, 201]
+    assert len({job_id for _, job_id in results}) == 1
