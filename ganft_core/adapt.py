@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ganft_core import run
-from ganft_core.adapt_nets import build_nets, freeze_lowest_blocks, set_train_mode
+from ganft_core.adapt_nets import build_nets, d_blocks, freeze_lowest_blocks, set_train_mode
 from ganft_core.augment import AdaController, diff_augment
 from ganft_core.config import AdaptHyperparameters
 from ganft_core.data.types import Dataset, dataset_stats
@@ -67,6 +67,8 @@ def train_adapt(
         raise DatasetError("adapt needs an image dataset, this one holds feature vectors")
     if len(data) < 2:
         raise DatasetError(f"adapt needs at least 2 images, the dataset has {len(data)}")
+    if validation is not None and len(validation) < 2:
+        raise DatasetError(f"the validation set needs at least 2 images for FID/KID, it has {len(validation)}")
     run.seed_everything(seed, deterministic=hp.deterministic)
     cuda = device.type == "cuda"
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -80,20 +82,25 @@ def train_adapt(
 
     # ---------------------------------------------------------------- nets and optimisers
     nets = build_nets(hp, data.layout, base_model)
-    g, d = nets.generator.to(device, memory_format=fmt), nets.discriminator.to(device, memory_format=fmt)
+    g, d = nets.generator.to(device), nets.discriminator.to(device)
+    if cuda:
+        g.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
+        d.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     frozen = freeze_lowest_blocks(d, hp.freeze_d_blocks)
     if frozen and not nets.pretrained_d:
         nets.notes.append("FreezeD on a randomly initialised D freezes random features")
     if frozen:
-        nets.notes.append(f"FreezeD: lowest {len(frozen)} of {len(d.blocks())} D blocks frozen")
+        nets.notes.append(f"FreezeD: lowest {len(frozen)} of {len(d_blocks(d))} D blocks frozen")
     d_params = list(run.iter_trainable(d))
     opt_g = torch.optim.Adam(g.parameters(), lr=hp.lr_g, betas=(hp.beta1, hp.beta2))
     opt_d = torch.optim.Adam(d_params, lr=hp.lr_d, betas=(hp.beta1, hp.beta2))
     ema = run.Ema(g, hp.ema_decay)
-    p0 = hp.augment_p if hp.augment_p is not None else (0.0 if hp.ada else 1.0)
+    ops = list(hp.diffaugment)
+    use_ada = hp.ada and bool(ops)  # with no augmentation ops, p means nothing: reported as 0
+    p0 = hp.augment_p if hp.augment_p is not None else (0.0 if use_ada else 1.0)
+    p0 = p0 if ops else 0.0
     ada = AdaController(target=hp.ada_target, interval=hp.ada_interval, speed_images=hp.ada_speed_images,
                         batch_size=hp.batch_size, p=p0, device=device)
-    ops = list(hp.diffaugment)
     ev = load_evaluator(evaluator=evaluator, inception_weights=inception_weights)
     ev = ev.to(device) if ev is not None else None
     real_stats = FeatureStats.of(ev.features(eval_reals)) if ev is not None else None
@@ -114,6 +121,7 @@ def train_adapt(
         ada.load_state_dict(ckpt["ada"])
         run.restore_rng_state(ckpt["rng"])
         step, history = int(ckpt["step"]), list(ckpt["history"])
+        started -= float(ckpt.get("elapsed_s", 0.0))  # "seconds" counts every attempt of the run
         nets.notes.append(f"resumed from {ckpt_path.name} at step {step}")
     for note in nets.notes:
         log.info(note)
@@ -123,7 +131,7 @@ def train_adapt(
         path = run.save_checkpoint(out_dir, at, {
             "method": "adapt", "step": at, "G": g.state_dict(), "D": d.state_dict(), "G_ema": ema.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "ada": ada.state_dict(),
-            "rng": run.capture_rng_state(), "history": history,
+            "rng": run.capture_rng_state(), "history": history, "elapsed_s": time.monotonic() - started,
         }, keep_last=3)
         progress(ProgressUpdate("checkpoint", at, hp.steps, {}, path=str(path.relative_to(out_dir))))
 
@@ -132,7 +140,9 @@ def train_adapt(
         numbered = save_grid(grid, out_dir / f"samples-{at:08d}.png", nrow=8)
         shutil.copyfile(numbered, out_dir / "samples.png.tmp")
         (out_dir / "samples.png.tmp").replace(out_dir / "samples.png")
-        scores = {"augment_p": float(ada.p), "ada_rt": float(ada.last_rt)}
+        scores = {"augment_p": float(ada.p)}
+        if use_ada:
+            scores["ada_rt"] = float(ada.last_rt)  # E[sign(D(real))] at the last p update
         if ev is not None and real_stats is not None:
             scores.update(_fid_kid(ema.module, ev, real_stats, hp.eval_samples, nets.z_dim, device))
         history.append({"step": at, **scores})
@@ -145,12 +155,13 @@ def train_adapt(
     set_train_mode(d, frozen)
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # any non-finite loss since the last check
     last: dict[str, torch.Tensor] = {}
+    r1 = torch.zeros((), device=device)  # the latest R1 value (computed every r1_every steps)
     while step < hp.steps:
         if should_abort():
             _check(nonfinite, last, step)
             save(step)
             raise Aborted(f"stopped at step {step} of {hp.steps}; a checkpoint was written")
-        p = ada.p if hp.ada else p0
+        p = ada.p if use_ada else p0
 
         # ---- D step: logistic loss on augmented reals and fakes, lazy R1 on reals
         do_r1 = hp.r1_gamma > 0 and step % hp.r1_every == 0
@@ -162,15 +173,14 @@ def train_adapt(
             d_real = d(diff_augment(real, ops, p)).float()
             d_fake = d(diff_augment(fake.detach(), ops, p)).float()
         loss_d = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-        r1 = torch.zeros((), device=device)
         if do_r1:
             (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-            r1 = grad.float().square().sum(dim=(1, 2, 3)).mean()
+            r1 = grad.float().square().sum(dim=(1, 2, 3)).mean()  # E||∇_x D||², kept for the logs
             loss_d = loss_d + r1 * (hp.r1_gamma / 2 * hp.r1_every)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        if hp.ada:
+        if use_ada:
             ada.observe(d_real)
             if (step + 1) % hp.ada_interval == 0:
                 ada.update()

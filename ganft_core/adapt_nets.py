@@ -36,7 +36,7 @@ def build_nets(hp: AdaptHyperparameters, layout: Layout, base_model: Path | None
         raise SpecError("adapt trains image GANs; this dataset holds feature vectors", field="dataset_id")
     if base_model is None:
         g, d = _fresh(hp, layout)
-        nets = GanNets(g, d, int(g.z_dim), pretrained_g=False, pretrained_d=False,
+        nets = GanNets(g, d, _z_dim(g), pretrained_g=False, pretrained_d=False,
                        notes=[f"no base model: training {g.architecture} / {d.architecture} from scratch"])
     else:
         nets = _load(hp, Path(base_model), layout)
@@ -79,8 +79,9 @@ def _load(hp: AdaptHyperparameters, folder: Path, layout: Layout) -> GanNets:
     g, g_meta = load_model(folder, stem)
     _require_role(g_meta, "generator", f"{stem}.json")
     notes = [f"base generator: {g_meta.architecture} from {stem}.safetensors"]
-    if "z_dim" in hp.model_fields_set and hp.z_dim != g.z_dim:
-        raise SpecError(f"z_dim={hp.z_dim} but the base generator takes z_dim={g.z_dim}", field="hyperparameters.z_dim")
+    z_dim = _z_dim(g)
+    if "z_dim" in hp.model_fields_set and hp.z_dim != z_dim:
+        raise SpecError(f"z_dim={hp.z_dim} but the base generator takes z_dim={z_dim}", field="hyperparameters.z_dim")
     if hp.generator_architecture not in (None, g_meta.architecture):
         raise SpecError(f"generator_architecture={hp.generator_architecture!r} but the base generator is "
                         f"{g_meta.architecture!r}", field="hyperparameters.generator_architecture")
@@ -94,13 +95,28 @@ def _load(hp: AdaptHyperparameters, folder: Path, layout: Layout) -> GanNets:
         notes.append(f"base discriminator: {d_meta.architecture}")
         pretrained_d = True
     else:
-        _, (d_name, d_args) = registry.default_gan_for(layout, g.z_dim)
+        _, (d_name, d_args) = registry.default_gan_for(layout, z_dim)
         if hp.discriminator_architecture is not None:
             d_name, d_args = hp.discriminator_architecture, _arguments_for(hp.discriminator_architecture, layout, 0)
         d = registry.build(d_name, d_args)
         notes.append(f"the base model has no discriminator: {d_name} starts from scratch")
         pretrained_d = False
-    return GanNets(g, d, int(g.z_dim), pretrained_g=True, pretrained_d=pretrained_d, notes=notes)
+    return GanNets(g, d, z_dim, pretrained_g=True, pretrained_d=pretrained_d, notes=notes)
+
+
+def _z_dim(g: nn.Module) -> int:
+    z_dim = getattr(g, "z_dim", None)
+    if not isinstance(z_dim, int):
+        raise ModelError("the generator does not say its latent size (z_dim)", field="base_model_id")
+    return z_dim
+
+
+def d_blocks(d: nn.Module) -> list[nn.Module]:
+    """D's blocks, lowest first (the contract of a GAN discriminator)."""
+    blocks = getattr(d, "blocks", None)
+    if not callable(blocks):
+        raise ModelError("the discriminator does not list its blocks (needed for FreezeD)", field="base_model_id")
+    return list(blocks())
 
 
 def _require_role(meta: ModelMeta, role: str, name: str) -> None:
@@ -143,7 +159,7 @@ def freeze_lowest_blocks(d: nn.Module, count: int) -> list[nn.Module]:
     """
     if count == 0:
         return []
-    blocks = list(d.blocks())
+    blocks = d_blocks(d)
     if count >= len(blocks):
         raise SpecError(f"freeze_d_blocks={count} but the discriminator has {len(blocks)} blocks; "
                         "at least the last one must train", field="hyperparameters.freeze_d_blocks")

@@ -73,8 +73,10 @@ def augment_translation(
     padded = torch.nn.functional.pad(x, [max_dx, max_dx, max_dy, max_dy])  # N×C×(H+2dy)×(W+2dx)
     batch = torch.arange(n, device=dev).view(n, 1, 1)
     # advanced indexing on (N, H', W', C) gives (N, H, W, C): a differentiable gather
-    out = padded.permute(0, 2, 3, 1)[batch, rows, cols]
-    return out.permute(0, 3, 1, 2).contiguous()
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # an NHWC-strided N×C×H×W view
+    # keep the caller's memory layout (channels_last on CUDA, plain NCHW elsewhere)
+    wanted = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return out.contiguous(memory_format=wanted)
 
 
 def augment_cutout(x: torch.Tensor, p: torch.Tensor | float = 1.0, ratio: float = CUTOUT_RATIO) -> torch.Tensor:

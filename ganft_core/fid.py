@@ -17,8 +17,10 @@ Evaluators (what "feature space" means, recorded in metrics.json as `evaluator`)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,21 +79,24 @@ def kernel_inception_distance(
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a @ b.T / d + 1) ** 3
 
-    # Kernels between all pairs are computed once when they fit (the usual case: a few thousand
-    # samples); each subset then only indexes them instead of redoing m×m×d products.
-    full = n1 * n1 + n2 * n2 + n1 * n2 <= 3 * _KID_FULL_KERNEL**2
-    kxx_all, kyy_all, kxy_all = (kernel(x_all, x_all), kernel(y_all, y_all), kernel(x_all, y_all)) if full else (
-        None, None, None)
     gen = torch.Generator().manual_seed(seed)
-    total = 0.0
-    for _ in range(subsets):
-        i = torch.randperm(n1, generator=gen)[:m]
-        j = torch.randperm(n2, generator=gen)[:m]
-        if kxx_all is not None and kyy_all is not None and kxy_all is not None:
-            kxx, kyy, kxy = kxx_all[i][:, i], kyy_all[j][:, j], kxy_all[i][:, j]
-        else:
-            kxx, kyy, kxy = kernel(x_all[i], x_all[i]), kernel(y_all[j], y_all[j]), kernel(x_all[i], y_all[j])
+    picks = [(torch.randperm(n1, generator=gen)[:m], torch.randperm(n2, generator=gen)[:m]) for _ in range(subsets)]
+    if n1 * n1 + n2 * n2 + n1 * n2 <= 3 * _KID_FULL_KERNEL**2:
+        # Kernels between all pairs fit in memory (the usual case: a few thousand samples): compute
+        # them once, and every subset's sums as quadratic forms v^T K w with 0/1 indicator rows v, w.
+        kxx, kyy, kxy = kernel(x_all, x_all), kernel(y_all, y_all), kernel(x_all, y_all)
+        vx = torch.zeros(subsets, n1, dtype=torch.float64)
+        vy = torch.zeros(subsets, n2, dtype=torch.float64)
+        for s, (i, j) in enumerate(picks):
+            vx[s, i], vy[s, j] = 1.0, 1.0
         # unbiased: the diagonals k(x_i, x_i) are left out of the within-set means
+        within = ((vx @ kxx) * vx).sum(1) - vx @ kxx.diagonal() + ((vy @ kyy) * vy).sum(1) - vy @ kyy.diagonal()
+        cross = ((vx @ kxy) * vy).sum(1)
+        return float((within / (m * (m - 1)) - 2 * cross / (m * m)).mean())
+    total = 0.0
+    for i, j in picks:
+        x, y = x_all[i], y_all[j]
+        kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
         within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
         total += float(within - 2 * kxy.mean())
     return total / subsets
@@ -119,7 +124,9 @@ class Evaluator:
 
     def _adapt(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels is not None and x.shape[1] != self.channels:
-            if x.shape[1] == 1:
+            if x.shape[1] == 4 and self.channels == 3:
+                x = x[:, :3]  # RGBA: the evaluator sees the colour, not the alpha
+            elif x.shape[1] == 1:
                 x = x.expand(-1, self.channels, -1, -1)
             elif self.channels == 1:
                 x = x.mean(dim=1, keepdim=True)  # the evaluator was trained on grey images
@@ -139,35 +146,61 @@ class Evaluator:
         return torch.cat(out).double()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.net.features(x) if hasattr(self.net, "features") else self.net(x)
-        return feats.flatten(1)
+        features = getattr(self.net, "features", None)  # classifiers: penultimate features; Inception: itself
+        return (features(x) if callable(features) else self.net(x)).flatten(1)
 
 
 def load_evaluator(*, evaluator: Path | None, inception_weights: Path | None) -> Evaluator | None:
-    """Inception weights when given, else the classifier model folder, else None (no FID/KID)."""
+    """Inception weights when given, else the classifier model folder, else None (no FID/KID).
+
+    The folder is a registry classifier (`model.json` + `model.safetensors`) or a user's exported
+    program (`model.pt2` + `{"format": "program", "class_names": [...]}`); its `features()` are used.
+    """
     if inception_weights is not None:
         from ganft_core.inception import FEATURE_DIM, load_inception
 
-        net = load_inception(Path(inception_weights))
-        return Evaluator(net, f"inception-v3 ({net.variant} weights {Path(inception_weights).name}), "
-                              f"pool3 {FEATURE_DIM}-d", batch_size=64)
-    if evaluator is not None:
-        from ganft_core.models.io import load_model
+        inception = load_inception(Path(inception_weights))
+        return Evaluator(inception, f"inception-v3 ({inception.variant} weights {Path(inception_weights).name}), "
+                                    f"pool3 {FEATURE_DIM}-d", channels=3, batch_size=64)
+    if evaluator is None:
+        return None
+    from ganft_core.models.io import load_model
 
-        net, meta = load_model(Path(evaluator))
-        if meta.role != "classifier" or not hasattr(net, "features"):
-            raise ModelError(f"the evaluator must be an image classifier with features(), got role {meta.role!r}",
-                             field="evaluator")
-        layout = meta.input_layout
-        kind, channels = _layout_get(layout, "kind"), _layout_get(layout, "channels")
-        if kind != "image":
-            raise ModelError("the evaluator must take images", field="evaluator")
-        size = (int(_layout_get(layout, "height")), int(_layout_get(layout, "width")))
-        return Evaluator(net, f"classifier {meta.architecture} features ({Path(evaluator).name})",
-                         channels=int(channels), size=size)
-    return None
+    folder = Path(evaluator)
+    config = _read_json(folder / "model.json")
+    if config.get("format") == "program":
+        from ganft_core.models.program import load_user_program
+
+        names = config.get("class_names")
+        if not isinstance(names, list) or not names:
+            raise ModelError("model.json of a program must list its class_names", field="evaluator")
+        program = load_user_program(folder / "model.pt2", [str(n) for n in names])
+        shape = program.input_shape
+        if len(shape) != 4:
+            raise ModelError("the evaluator program must take N×C×H×W images", field="evaluator")
+        fixed = all(isinstance(v, int) for v in shape[1:])
+        return Evaluator(program.eval(), f"classifier program features ({folder.name})",
+                         channels=shape[1], size=(shape[2], shape[3]) if fixed else None)  # type: ignore[arg-type]
+    net, meta = load_model(folder)
+    if meta.role != "classifier" or not callable(getattr(net, "features", None)):
+        raise ModelError(f"the evaluator must be an image classifier with features(), got a {meta.role}",
+                         field="evaluator")
+    layout: dict[str, Any] = meta.input_layout
+    if layout.get("kind", "image") != "image":
+        raise ModelError("the evaluator must take images, it takes feature vectors", field="evaluator")
+    # a model.json without an input layout: feed the images as they are (the net must cope)
+    channels = int(layout["channels"]) if "channels" in layout else None
+    size = (int(layout["height"]), int(layout["width"])) if "height" in layout and "width" in layout else None
+    return Evaluator(net, f"classifier {meta.architecture} features ({folder.name})", channels=channels, size=size)
 
 
-def _layout_get(layout: object, key: str) -> object:
-    """input_layout may be a dict (from JSON) or a Layout-like object."""
-    return layout[key] if isinstance(layout, dict) else getattr(layout, key)
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"the evaluator folder has no {path.name}", field="evaluator") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path.name} of the evaluator is not valid JSON: {exc}", field="evaluator") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path.name} of the evaluator must be a JSON object", field="evaluator")
+    return data

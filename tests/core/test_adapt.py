@@ -77,9 +77,9 @@ def test_from_scratch_writes_every_artifact(base_run: tuple[Path, list[ProgressU
 
 def test_exported_program_reproduces_the_ema_generator(base_run: tuple[Path, list[ProgressUpdate]]) -> None:
     out, _ = base_run
-    g, _ = load_model(out, "model")
+    g, meta = load_model(out, "model")
     program = torch.export.load(str(out / "model.pt2")).module()
-    z = torch.randn(5, g.z_dim, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(5, meta.arguments["z_dim"], generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = g.eval()(z)
         got = program(z)

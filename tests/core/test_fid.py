@@ -102,3 +102,63 @@ def test_bad_inception_file_is_a_model_error(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="cannot read"):
         load_inception(path)
+
+
+def test_kid_equals_the_unbiased_mmd_formula() -> None:
+    # One subset with m = n uses both sets whole (in some order, which the sums ignore).
+    x, y = _gaussian(30, 3, seed=1), _gaussian(30, 3, shift=0.3, seed=2)
+
+    def k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a @ b.T / 3 + 1) ** 3
+
+    kxx, kyy, kxy, m = k(x, x), k(y, y), k(x, y), 30
+    expected = (kxx.sum() - kxx.trace() + kyy.sum() - kyy.trace()) / (m * (m - 1)) - 2 * kxy.mean()
+    assert kernel_inception_distance(x, y, subsets=1) == pytest.approx(float(expected), rel=1e-10)
+
+
+def _classifier(widths: list[int]) -> torch.nn.Module:
+    from ganft_core.models.registry import build
+
+    torch.manual_seed(0)
+    return build("convnet", {"in_channels": 1, "num_classes": 3, "widths": widths, "norm": "none"}).eval()
+
+
+def test_classifier_folder_evaluator_uses_penultimate_features(tmp_path: Path) -> None:
+    from ganft_core.models.io import meta_for, save_model
+
+    net = _classifier([4, 8])
+    layout = {"kind": "image", "channels": 1, "height": 8, "width": 8}
+    save_model(net, meta_for(net, class_names=["a", "b", "c"], input_layout=layout), tmp_path)
+    ev = load_evaluator(evaluator=tmp_path, inception_weights=None)
+    assert ev is not None and ev.name.startswith("classifier convnet")
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(ev.features(x), net.features(x).double())
+    assert ev.features(torch.rand(3, 3, 16, 16)).shape == (3, 8)  # RGB 16 px: made grey and resized to 8 px
+
+
+def test_exported_program_evaluator(tmp_path: Path) -> None:
+    import json
+
+    from ganft_core.models.export import export_program
+
+    net = _classifier([4, 8])
+    export_program(net, torch.rand(2, 1, 8, 8), tmp_path / "model.pt2")
+    (tmp_path / "model.json").write_text(json.dumps({"format": "program", "class_names": ["a", "b", "c"]}))
+    ev = load_evaluator(evaluator=tmp_path, inception_weights=None)
+    assert ev is not None and "program" in ev.name
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(ev.features(x), net.features(x).double(), rtol=1e-5, atol=1e-5)
+
+
+def test_evaluator_must_be_an_image_classifier(tmp_path: Path) -> None:
+    from ganft_core.models.io import meta_for, save_model
+    from ganft_core.models.registry import build
+
+    g = build("conv_g", {"z_dim": 4})
+    save_model(g, meta_for(g), tmp_path)
+    with pytest.raises(ModelError, match="image classifier"):
+        load_evaluator(evaluator=tmp_path, inception_weights=None)
+    with pytest.raises(ModelError, match="no model.json"):
+        load_evaluator(evaluator=tmp_path / "missing", inception_weights=None)
