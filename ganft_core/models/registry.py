@@ -82,11 +82,16 @@ def current_arguments(module: nn.Module) -> tuple[str, dict[str, Any]]:
 class LayoutLike(Protocol):
     """`ganft_core.data.Layout`, which this module does not import (the data package is torch-free)."""
 
-    kind: str
-    channels: int
-    height: int
-    width: int
-    features: int
+    @property
+    def kind(self) -> str: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def features(self) -> int: ...
 
     def shape(self) -> tuple[int, ...]: ...
 
