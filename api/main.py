@@ -19,7 +19,7 @@ from api import problems
 from api.observability import LatencyMiddleware, make_registry
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter
-from api.routes import datasets, events, health, jobs, models, outputs
+from api.routes import dashboard, datasets, events, health, jobs, models, outputs
 from api.schemas import JobCreate
 from ganft.db.session import make_engine, make_sessionmaker
 from ganft.settings import Settings, get_settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     problems.install(app)
     app.add_middleware(LatencyMiddleware, latency=latency)
-    for module in (health, datasets, models, jobs, events, outputs):
+    for module in (health, datasets, models, jobs, events, outputs, dashboard):
         app.include_router(module.router)
     _document_manual_bodies(app)
     return app

@@ -1,0 +1,90 @@
+// A job's artifacts: the table (sizes, sha256, download buttons) and the pictures among them
+// (the latest sample grid and the trainer's curves.png). Both are fetched with the key:
+// fetch -> Blob -> object URL, since `<img src>` and plain links cannot send a header.
+
+import { downloadFile, getBlob, jobPath } from "./api.js";
+import { fmtBytes, h } from "./dom.js";
+
+const artifactPath = (jobId, name) => jobPath(jobId, `/artifacts/${name.split("/").map(encodeURIComponent).join("/")}`);
+
+/** The sample grid to show: `samples.png`, else the last `samples…png` by name (e.g. samples/step-900.png). */
+function sampleArtifact(artifacts) {
+  const grids = artifacts.filter((a) => /(^|\/)samples[^/]*\.png$/.test(a.name)).sort((a, b) => a.name.localeCompare(b.name));
+  return grids.find((a) => a.name === "samples.png") || grids[grids.length - 1] || null;
+}
+
+export class ArtifactPanel {
+  constructor(jobId, signal) {
+    this.jobId = jobId;
+    this.signal = signal;
+    this.images = new Map(); // name -> {sha256, url}
+    this.table = h("div", { class: "table-wrap" });
+    this.pictures = h("div", { class: "pictures" }, h("p", { class: "muted" }, "No sample grid yet."));
+    signal.addEventListener("abort", () => this.images.forEach(({ url }) => URL.revokeObjectURL(url)), { once: true });
+  }
+
+  update(artifacts) {
+    this.drawTable(artifacts);
+    const shown = [
+      [sampleArtifact(artifacts), "Latest sample grid", "samples-img"],
+      [artifacts.find((a) => a.name === "curves.png"), "Curves drawn by the trainer", "curves-img"],
+    ].filter(([artifact]) => artifact);
+    if (!shown.length) return;
+    this.pictures.replaceChildren(...shown.map(([artifact, caption, id]) => this.picture(artifact, caption, id)));
+  }
+
+  drawTable(artifacts) {
+    if (!artifacts.length) {
+      this.table.replaceChildren(h("p", { class: "muted" }, "Artifacts appear here when the job succeeds."));
+      return;
+    }
+    const rows = artifacts.map((a) => h("tr", {},
+      h("td", { class: "mono" }, a.name),
+      h("td", { class: "num" }, fmtBytes(a.size_bytes)),
+      h("td", { class: "mono sha", title: a.sha256 }, `${a.sha256.slice(0, 12)}…`),
+      h("td", {}, a.content_type),
+      h("td", {}, this.downloadButton(a)),
+    ));
+    this.table.replaceChildren(h("table", { class: "artifacts" },
+      h("thead", {}, h("tr", {}, ["Name", "Size", "sha256", "Type", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)));
+  }
+
+  downloadButton(artifact) {
+    const button = h("button", { type: "button", class: "secondary small" }, "Download");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      button.textContent = "Downloading…";
+      try {
+        await downloadFile(artifactPath(this.jobId, artifact.name), artifact.name.split("/").pop());
+        button.textContent = "Download";
+      } catch (error) {
+        button.textContent = "Failed";
+        button.title = error.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    return button;
+  }
+
+  picture(artifact, caption, id) {
+    const img = h("img", { id, alt: `${caption} (${artifact.name})`, decoding: "async" });
+    const link = h("a", { target: "_blank", rel: "noopener", title: "Open full size" }, img);
+    const show = (url) => { img.src = url; link.href = url; };
+    const cached = this.images.get(artifact.name);
+    if (cached && cached.sha256 === artifact.sha256) {
+      show(cached.url);
+    } else {
+      getBlob(artifactPath(this.jobId, artifact.name), { signal: this.signal })
+        .then((blob) => {
+          if (cached) URL.revokeObjectURL(cached.url);
+          const url = URL.createObjectURL(blob);
+          this.images.set(artifact.name, { sha256: artifact.sha256, url });
+          show(url);
+        })
+        .catch((error) => { if (!this.signal.aborted) img.alt = `${caption}: ${error.message}`; });
+    }
+    return h("figure", { class: "picture" }, link, h("figcaption", {}, caption, " · ", h("span", { class: "mono" }, artifact.name)));
+  }
+}
