@@ -9,13 +9,16 @@ The app's long-lived parts (settings, engine, store, broker client, rate limiter
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from api.keycache import KeyCache
 from api.problems import Problem, not_found, unauthorized
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter
@@ -42,32 +45,49 @@ def _queue(request: Request) -> JobQueue:
     return queue
 
 
-def _session(request: Request) -> Iterator[Session]:
+async def _session(request: Request) -> AsyncIterator[Session]:
+    # Made on the event loop (no I/O until first used, in a sync route or dependency's thread);
+    # closed in the threadpool, since returning its connection to the pool is a ROLLBACK.
     factory: sessionmaker[Session] = request.app.state.sessionmaker
-    with factory() as session:
+    session = factory()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gft_...`")
 
 
-def _principal(
+async def _principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """The caller behind the bearer key (401 otherwise), after taking a rate-limit token (429)."""
+    """The caller behind the bearer key (401 otherwise), after taking a rate-limit token (429).
+
+    Async: a key seen within `auth_cache_s` is answered from the process's KeyCache without a
+    threadpool hop; otherwise it is looked up in the threadpool.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    # A short session of its own: the request's session may live on through a stream.
-    with session_scope(request.app.state.engine) as session:
-        principal = keys.authenticate(session, key=credentials.credentials)
+    cache: KeyCache = request.app.state.key_cache
+    principal = cache.get(credentials.credentials)
     if principal is None:
-        raise unauthorized("invalid or revoked API key", error="invalid_token")
+        principal = await run_in_threadpool(_authenticate, request.app.state.engine, credentials.credentials)
+        if principal is None:
+            raise unauthorized("invalid or revoked API key", error="invalid_token")
+        cache.put(credentials.credentials, principal)
     limiter: RateLimiter = request.app.state.rate_limiter
     wait = limiter.acquire(principal.key_id)
     if wait > 0:
         raise Problem(429, "rate limit exceeded for this API key", headers={"Retry-After": str(math.ceil(wait))})
     request.state.principal = principal
     return principal
+
+
+def _authenticate(engine: Engine, key: str) -> Principal | None:
+    # A short session of its own: the request's session may live on through a stream.
+    with session_scope(engine) as session:
+        return keys.authenticate(session, key=key)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -80,8 +100,11 @@ TenantDep = Annotated[Principal, Depends(_principal)]
 # ---------------------------------------------------------------- the caller's objects, or 404
 
 
-def _tenant_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:
-    job = jobs.get(session, tenant_id=tenant.tenant_id, job_id=job_id)
+def _tenant_job(request: Request, job_id: str, tenant: TenantDep) -> Job:
+    # A short session of its own, opened and closed in this one threadpool hop: `GET /v1/jobs/{id}`
+    # then needs no request session at all. The row comes back detached (expire_on_commit=False).
+    with session_scope(request.app.state.engine) as session:
+        job = jobs.get(session, tenant_id=tenant.tenant_id, job_id=job_id)
     if job is None:  # absent and another tenant's look the same
         raise not_found("job", job_id)
     return job

@@ -16,6 +16,7 @@ import anyio
 from fastapi import FastAPI
 
 from api import problems
+from api.keycache import KeyCache
 from api.observability import LatencyMiddleware, make_registry
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.inspect_limiter = anyio.CapacityLimiter(MAX_CONCURRENT_INSPECTIONS)  # needs the event loop
+        import os
+        anyio.to_thread.current_default_thread_limiter().total_tokens = int(os.environ.get("XP_THREADS", "40"))
         yield
         queue.close()
         engine.dispose()
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.store_url)
     app.state.queue = queue
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.key_cache = KeyCache(settings.auth_cache_s)
     registry, latency = make_registry(engine)
     app.state.metrics_registry = registry
 

@@ -78,8 +78,9 @@ def train_evaluator(x: np.ndarray, y: np.ndarray, folder: Path, seed: int, steps
     return acc
 
 
-def run_adapt(name: str, data: Dataset, val: Dataset | None, hp: dict[str, Any], seed: int,
-              base: Path | None, evaluator: Path) -> dict[str, Any]:
+def run_adapt(
+    name: str, data: Dataset, val: Dataset | None, hp: dict[str, Any], seed: int, base: Path | None, evaluator: Path
+) -> dict[str, Any]:
     out = OUT / name
     shutil.rmtree(out, ignore_errors=True)
     spec = TrainSpec.model_validate({"method": "adapt", "hyperparameters": hp, "seed": seed})
@@ -88,9 +89,13 @@ def run_adapt(name: str, data: Dataset, val: Dataset | None, hp: dict[str, Any],
     seconds = time.perf_counter() - t0
     m = result.metrics
     print(f"{name:10s} FID {m['fid']:.3f}  KID {m['kid']:.4f}  p {m['augment_p']:.3f}  {seconds:.0f}s", flush=True)
-    return {"fid": m["fid"], "kid": m["kid"], "augment_p": m["augment_p"], "seconds": round(seconds, 1),
-            "history": [{k: v for k, v in h.items() if k in ("step", "fid", "kid", "augment_p")}
-                        for h in m["history"]]}
+    return {
+        "fid": m["fid"],
+        "kid": m["kid"],
+        "augment_p": m["augment_p"],
+        "seconds": round(seconds, 1),
+        "history": [{k: v for k, v in h.items() if k in ("step", "fid", "kid", "augment_p")} for h in m["history"]],
+    }
 
 
 def unadapted_fid(base: Path, held_out: Dataset, evaluator: Path) -> float:
@@ -144,12 +149,33 @@ def main() -> None:
     target = Dataset(x=x[shots], y=y[shots], classes=CLASSES, layout=LAYOUT)
     held_out = Dataset(x=x[rest], y=y[rest], classes=CLASSES, layout=LAYOUT)
 
-    common = {"batch_size": 32, "lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "r1_gamma": 0.1,
-              "r1_every": 4, "ema_decay": 0.99, "eval_samples": 1000, "log_every": 100, "checkpoint_every": 100_000,
-              "ada_target": 0.6, "ada_interval": 4, "ada_speed_images": 10_000, "deterministic": True}
+    common = {
+        "batch_size": 32,
+        "lr_g": 2e-3,
+        "lr_d": 2e-3,
+        "beta1": 0.0,
+        "beta2": 0.99,
+        "r1_gamma": 0.1,
+        "r1_every": 4,
+        "ema_decay": 0.99,
+        "eval_samples": 1000,
+        "log_every": 100,
+        "checkpoint_every": 100_000,
+        "ada_target": 0.6,
+        "ada_interval": 4,
+        "ada_speed_images": 10_000,
+        "deterministic": True,
+    }
     # the source GAN: FID/KID against its own training images (classes 0-4)
-    pretrain = run_adapt("pretrain", source, None, {**common, "steps": args.pretrain_steps,
-                         "eval_every": args.pretrain_steps}, args.data_seed, None, evaluator)
+    pretrain = run_adapt(
+        "pretrain",
+        source,
+        None,
+        {**common, "steps": args.pretrain_steps, "eval_every": args.pretrain_steps},
+        args.data_seed,
+        None,
+        evaluator,
+    )
     base = OUT / "pretrain"
     pretrain["fid_on_target_before_adaptation"] = unadapted_fid(base, held_out, evaluator)
     print(f"source G against the target before adaptation: FID {pretrain['fid_on_target_before_adaptation']:.3f}")
@@ -173,11 +199,18 @@ def main() -> None:
     fids = {name: [r["fid"] for r in rs] for name, rs in runs.items()}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout
     report = {
-        "commit": commit.strip(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "torch_threads": torch.get_num_threads(), "seeds": args.seeds, "data_seed": args.data_seed,
-        "evaluator_accuracy": round(acc, 4), "pretrain_steps": args.pretrain_steps, "steps": args.steps,
-        "shots_per_class": args.shots, "total_seconds": round(time.perf_counter() - started, 1),
-        "pretrain": pretrain, "runs": runs,
+        "commit": commit.strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "torch_threads": torch.get_num_threads(),
+        "seeds": args.seeds,
+        "data_seed": args.data_seed,
+        "evaluator_accuracy": round(acc, 4),
+        "pretrain_steps": args.pretrain_steps,
+        "steps": args.steps,
+        "shots_per_class": args.shots,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "pretrain": pretrain,
+        "runs": runs,
         "mean_fid": {name: round(float(np.mean(v)), 3) for name, v in fids.items()},
         "mean_kid": {name: round(float(np.mean([r["kid"] for r in rs])), 4) for name, rs in runs.items()},
         # the acceptance bar, per seed: FreezeD + DiffAugment + ADA below plain fine-tuning and scratch

@@ -153,10 +153,14 @@ class Client:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
     def list_events(self, job_id: str, *, after: int = 0) -> list[Event]:
-        """Events so far (one JSON page), oldest first."""
-        body = self._json("GET", f"/v1/jobs/{job_id}/events", params={"after": after})
-        items = body["data"] if isinstance(body, dict) else body
-        return [Event(int(e["seq"]), e["type"], e.get("data") or {}) for e in items]
+        """Every event after seq `after` so far (all pages), oldest first."""
+        events: list[Event] = []
+        cursor: str | None = str(after)
+        while cursor is not None:
+            body = self._json("GET", f"/v1/jobs/{job_id}/events", params={"after": cursor, "limit": 1000})
+            events += [Event(int(e["seq"]), e["type"], e.get("data") or {}) for e in body["data"]]
+            cursor = body.get("next_cursor")
+        return events
 
     def metrics(self, job_id: str) -> Any:
         return self._json("GET", f"/v1/jobs/{job_id}/metrics")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ganft.client import Client
-from ganft.embedded import EmbeddedStack, free_port
+from ganft.embedded import EmbeddedStack, free_port, say
 from ganft.settings import get_settings
 
 LABELS_PER_CLASS = 10
@@ -42,7 +42,7 @@ def digits_split(
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)
+    x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=TEST_FRACTION, stratify=y, random_state=seed)
     rng = np.random.RandomState(seed)
@@ -54,13 +54,18 @@ def digits_split(
     return {"x": x_train, "y": y_semi, "classes": classes}, {"x": x_test, "y": y_test, "classes": classes}
 
 
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An npz dataset file: `x`, `y` (-1 = unlabeled) and `classes`."""
+    np.savez(path, x=arrays["x"], y=arrays["y"], classes=arrays["classes"])
+
+
 def program_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of an exported classifier loaded with nothing but torch (N×8×8 -> N×1×8×8 input)."""
+    """Accuracy of an exported classifier loaded with nothing but torch (input: N×F float32 features)."""
     import torch
 
     model = torch.export.load(str(path)).module()
     with torch.no_grad():
-        logits = model(torch.from_numpy(x[:, None]).float())
+        logits = model(torch.from_numpy(x).float())
     return float((logits.argmax(dim=1).numpy() == y).mean())
 
 
@@ -96,11 +101,16 @@ class _Bar:
         self.bar.close()
 
 
+def short_run(steps: int) -> dict[str, int]:
+    """Hyperparameters for `--steps N`: report and evaluate often enough to watch a short run."""
+    return {"steps": steps, "log_every": min(50, max(1, steps // 40)), "eval_every": min(500, max(1, steps // 4))}
+
+
 def run_job(api: Client, *, seed: int, steps: int | None, workdir: Path) -> int:
     """Upload the split, train, download and check the model; 0 on success."""
     train, test = digits_split(seed)
-    np.savez(workdir / "digits-train.npz", **train)
-    np.savez(workdir / "digits-test.npz", **test)
+    save_npz(workdir / "digits-train.npz", train)
+    save_npz(workdir / "digits-test.npz", test)
     train_ds = api.upload_dataset(workdir / "digits-train.npz", name="digits-train.npz")
     test_ds = api.upload_dataset(workdir / "digits-test.npz", name="digits-test.npz")
     spec: dict[str, Any] = {
@@ -108,12 +118,12 @@ def run_job(api: Client, *, seed: int, steps: int | None, workdir: Path) -> int:
         "dataset_id": train_ds["id"],
         "validation_dataset_id": test_ds["id"],
         "seed": seed,
-        "hyperparameters": {"steps": steps} if steps else {},
+        "hyperparameters": short_run(steps) if steps else {},
         "metadata": {"source": "ganft demo"},
     }
     job = api.create_job(spec)
     labeled = int((train["y"] >= 0).sum())
-    print(f"job {job['id']}: ssgan on {len(train['y'])} digits ({labeled} labeled), {len(test['y'])} held out")  # noqa: T201
+    say(f"job {job['id']}: ssgan on {len(train['y'])} digits ({labeled} labeled), {len(test['y'])} held out")
     bar = _Bar()
     try:
         for event in api.events(job["id"]):
@@ -123,42 +133,49 @@ def run_job(api: Client, *, seed: int, steps: int | None, workdir: Path) -> int:
     job = api.get_job(job["id"])
     if job["status"] != "succeeded":
         error = job.get("error") or {}
-        print(f"job {job['status']}: {error.get('code')}: {error.get('message')}")  # noqa: T201
+        say(f"job {job['status']}: {error.get('code')}: {error.get('message')}")
         return 1
     model_path = api.download_artifact(job["id"], "model.pt2", workdir / "model.pt2")
     metrics_path = api.download_artifact(job["id"], "metrics.json", workdir / "metrics.json")
     metrics = json.loads(metrics_path.read_text())
     accuracy = program_accuracy(model_path, test["x"], test["y"])
-    control = control_accuracy(metrics)
-    print(f"held-out accuracy of the downloaded model.pt2: {accuracy:.4f}")  # noqa: T201
+    reported, control = accuracies(metrics)
+    shown = f"{reported:.4f}" if reported is not None else "n/a"
+    say(f"held-out accuracy of the downloaded model.pt2: {accuracy:.4f} (metrics.json says {shown})")
     if control is not None:
-        print(f"supervised-only control (same labels, steps, seed): {control:.4f}")  # noqa: T201
-    print(f"output model {job['output_model_id']}; files in {workdir}")  # noqa: T201
+        say(f"supervised-only control (same labels, steps, seed): {control:.4f}")
+    say(f"output model {job['output_model_id']}; files in {workdir}")
     return 0
 
 
-def control_accuracy(metrics: dict[str, Any]) -> float | None:
-    """The supervised-only control's accuracy in metrics.json."""
-    control = metrics.get("control")
-    if isinstance(control, dict) and isinstance(control.get("accuracy"), int | float):
-        return float(control["accuracy"])
-    return None
+def accuracies(metrics: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(ssgan, supervised-only control) validation accuracy from an ssgan job's metrics.json."""
+
+    def accuracy(part: Any) -> float | None:
+        value = part.get("accuracy") if isinstance(part, dict) else None
+        return float(value) if isinstance(value, int | float) else None
+
+    return accuracy(metrics.get("ssgan")), accuracy(metrics.get("control"))
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    seed = int(getattr(args, "seed", 1) or 1)
+    """`ganft demo [--steps N] [--seed S] [--url U --key K]`; the exit status."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    seed = getattr(args, "seed", None)
+    seed = 1 if seed is None else int(seed)
     steps = getattr(args, "steps", None)
     url, key = getattr(args, "url", None), getattr(args, "key", None)
-    settings = get_settings()
-    workdir = Path(tempfile.mkdtemp(prefix="ganft-demo-", dir=settings.data_dir.resolve() if not url else None))
     if url:
         if not key:
-            print("--url needs --key (an API key of that server)")  # noqa: T201
+            log.error("--url needs --key (an API key of that server)")
             return 2
         with Client(url, key, timeout=120.0) as api:
-            return run_job(api, seed=seed, steps=steps, workdir=workdir)
-    settings.data_dir.resolve().mkdir(parents=True, exist_ok=True)
+            return run_job(api, seed=seed, steps=steps, workdir=Path(tempfile.mkdtemp(prefix="ganft-demo-")))
+    settings = get_settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="demo-", dir=data_dir))
     stack = EmbeddedStack(settings, port=free_port(), logs=settings.data_dir.resolve() / "logs")
-    print(f"starting the embedded stack in {settings.data_dir.resolve()} ...")  # noqa: T201
+    log.info("starting the embedded stack in %s (logs in %s)", settings.data_dir.resolve(), stack.logs)
     with stack, Client(stack.url, stack.key, timeout=120.0) as api:
         return run_job(api, seed=seed, steps=steps, workdir=workdir)

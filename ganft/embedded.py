@@ -38,6 +38,12 @@ STOP_GRACE_S = 10.0  # beyond the cancel grace: time for the worker to hand its 
 log = logging.getLogger(__name__)
 
 
+def say(text: str) -> None:
+    """One line of a command's own output (stdout); diagnostics go to logging (stderr)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -177,15 +183,18 @@ def up(args: argparse.Namespace) -> int:
     """`ganft up`: run the embedded stack in the foreground until Ctrl-C."""
     settings = get_settings()
     stack = EmbeddedStack(settings, host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000))
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops as cleanly as Ctrl-C
+    # Ctrl-C and `kill` stop the same clean way (SIGINT is explicit: a shell may start us ignoring it).
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls
     try:
         stack.start()
-        print(f"ganft is up at {stack.url}", flush=True)  # noqa: T201 - the command's output
-        print(f"admin API key: {stack.key}  (kept in {settings.data_dir.resolve() / 'admin.key'})", flush=True)  # noqa: T201
-        print("press Ctrl-C to stop", flush=True)  # noqa: T201
+        say(f"ganft is up at {stack.url}")
+        say(f"admin API key: {stack.key}  (kept in {settings.data_dir.resolve() / 'admin.key'})")
+        log.info("press Ctrl-C to stop")
         stack.wait()
     except KeyboardInterrupt:
-        print("\nstopping ...", flush=True)  # noqa: T201
+        log.info("stopping ...")
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1

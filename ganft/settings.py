@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(default=1024**2, ge=1024)  # JSON request bodies
     rate_limit_per_s: float = Field(default=200.0, gt=0)  # sustained requests per API key
     rate_limit_burst: int = Field(default=400, ge=1)  # token bucket size per API key
+    auth_cache_s: float = Field(default=5.0, ge=0)  # each API process reuses a key lookup this long; 0 = off
 
     lease_s: float = Field(default=60.0, gt=0)  # a job's lease; renewed every lease_s / 4
     reaper_interval_s: float = Field(default=10.0, gt=0)  # how often workers sweep expired leases

@@ -30,7 +30,7 @@ ArchitectureArgument = bool | int | float | str | list[int] | list[float]
 class SsganHyperparameters(_Strict):
     """Semi-supervised GAN fine-tuning (Salimans et al. 2016, GAN-BERT)."""
 
-    steps: Steps = 3000  # optimisation steps (one D step + one G step + one control step each)
+    steps: Steps = 2000  # optimisation steps (one D step + one G step + one control step each)
     batch_size: Batch = 100  # labeled examples per D step, drawn with replacement from the labeled set
     unlabeled_batch_size: Batch = 100  # unlabeled real and generated examples per D step (and per G step)
     # None picks: 3e-3 for a dense net from scratch (Improved-GAN MNIST), 3e-4 for a conv net from

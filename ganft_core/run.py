@@ -23,7 +23,7 @@ import random
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ def capture_rng_state(*generators: torch.Generator) -> dict[str, Any]:
     torch CPU (+ every CUDA device when present), numpy's global MT19937, python `random`,
     and any extra `torch.Generator`s (e.g. the data sampler's), in the order given.
     """
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # ('MT19937', keys, pos, has_gauss, cached)
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -241,8 +241,8 @@ class Ema:
         """Move the average towards `module`'s current weights (no host sync)."""
         decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         self.num_updates += 1
-        ema_p = [p for p in self.module.parameters()]
-        cur_p = [p.detach() for p in module.parameters()]
+        ema_p: list[torch.Tensor] = list(self.module.parameters())
+        cur_p: list[torch.Tensor] = [p.detach() for p in module.parameters()]
         torch._foreach_lerp_(ema_p, cur_p, 1.0 - decay)
         for b_ema, b in zip(self.module.buffers(), module.buffers(), strict=True):
             b_ema.copy_(b)

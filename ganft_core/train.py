@@ -17,7 +17,7 @@ import torch
 
 from ganft_core.config import AdaptHyperparameters, SsganHyperparameters, TrainSpec
 from ganft_core.data.types import Dataset
-from ganft_core.errors import SpecError
+from ganft_core.errors import GanftError, SpecError
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,25 @@ def train(
     torch_device = pick_device(device)
     report: ProgressFn = progress or (lambda _update: None)
     abort: AbortFn = should_abort or (lambda: False)
+    try:
+        return _dispatch(spec, data, out_dir, validation=validation, base_model=base_model, evaluator=evaluator,
+                         inception_weights=inception_weights, progress=report, should_abort=abort,
+                         device=torch_device)
+    except torch.OutOfMemoryError as exc:
+        raise GanftError(
+            f"the run ran out of {torch_device.type.upper()} memory; lower batch_size or use smaller images "
+            "(the newest checkpoint is kept)", code="out_of_memory") from exc
+
+
+def _dispatch(spec: TrainSpec, data: Dataset, out_dir: Path, *, validation: Dataset | None,
+              base_model: Path | None, evaluator: Path | None, inception_weights: Path | None,
+              progress: ProgressFn, should_abort: AbortFn, device: torch.device) -> RunResult:
+    """Call the method's training loop (imported here: each method pulls in only its own nets)."""
     hp = spec.hyperparameters
     if spec.method == "ssgan":
         if not isinstance(hp, SsganHyperparameters):
             raise SpecError("ssgan needs SsganHyperparameters", field="hyperparameters")
-        from ganft_core.ssgan import train_ssgan  # imported here: each method pulls in only its own nets
+        from ganft_core.ssgan import train_ssgan
 
         return train_ssgan(
             hp,
@@ -100,9 +114,9 @@ def train(
             seed=spec.seed,
             validation=validation,
             base_model=base_model,
-            progress=report,
-            should_abort=abort,
-            device=torch_device,
+            progress=progress,
+            should_abort=should_abort,
+            device=device,
         )
     if spec.method == "adapt":
         if not isinstance(hp, AdaptHyperparameters):
@@ -118,8 +132,8 @@ def train(
             base_model=base_model,
             evaluator=evaluator,
             inception_weights=inception_weights,
-            progress=report,
-            should_abort=abort,
-            device=torch_device,
+            progress=progress,
+            should_abort=should_abort,
+            device=device,
         )
     raise SpecError(f"unknown method {spec.method!r}", field="method")

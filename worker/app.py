@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from ganft.db.session import get_engine
 from ganft.settings import Settings, get_settings
@@ -79,8 +79,25 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
     start_sweeper(app, get_settings())
 
 
+@worker_shutting_down.connect
+def _no_more_dispatching(**_: Any) -> None:
+    # At the first shutdown signal (we are in its handler: no waiting here), so that no job is
+    # sent to this stopping worker by its own sweeper.
+    from worker.sweeper import stop_sweeper
+
+    stop_sweeper(wait=False)
+
+
 @worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     from worker.sweeper import stop_sweeper
 
     stop_sweeper()
+
+
+def shutdown_requested() -> bool:
+    """This worker got a warm or cold shutdown signal. Only seen where the task runs in the
+    worker's main process (`--pool solo`, the embedded stack); prefork children are not told."""
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None

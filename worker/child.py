@@ -53,11 +53,15 @@ def main(args: ChildArgs, queue: Any, abort: Any) -> None:
     parent = os.getppid()
     try:
         outcome = ("result", _train(args, queue, lambda: abort.is_set() or os.getppid() != parent))
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes an error message for the parent
+    except BaseException as exc:  # every failure, even a bug, becomes an error message for the parent
         outcome = ("error", _error_dict(exc))
     queue.put(outcome)
     queue.close()
     queue.join_thread()  # flush before exiting, or the parent may never see the outcome
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown (seconds with torch loaded): everything we owe the parent is sent.
+    os._exit(0)
 
 
 def _train(args: ChildArgs, queue: Any, should_abort: Any) -> dict[str, Any]:
@@ -90,10 +94,16 @@ def _train(args: ChildArgs, queue: Any, should_abort: Any) -> dict[str, Any]:
 
 
 def _error_dict(exc: BaseException) -> dict[str, str]:
+    from pydantic import ValidationError
+
     from ganft_core.errors import GanftError
 
     if isinstance(exc, GanftError):
         return exc.to_dict()
+    if isinstance(exc, ValidationError):  # the API validates specs at POST; a stored one may predate a change
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return {"code": "invalid_spec", "message": f"{where}: {first['msg']}" if where else first["msg"]}
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
         return {"code": "out_of_memory", "message": f"training ran out of memory: {_first_line(exc)}"}
     # A bug, not the user's doing: the traceback goes to the worker's log, the job gets one line.

@@ -37,6 +37,7 @@ from ganft.settings import Settings
 from ganft.store import Store, open_store
 from worker import child as child_module
 from worker import staging
+from worker.app import shutdown_requested
 from worker.progress import ProgressBatch, ProgressRecorder, json_safe
 
 POLL_S = 0.2  # longest wait for a child message: the loop's reaction time
@@ -52,14 +53,6 @@ class Outcome:
     stop: str | None = None  # why we stopped the child: cancel | runtime | shutdown | lost
     exitcode: int | None = None
     killed: bool = False  # we killed the child (so a SIGKILL exit is ours, not the OOM killer's)
-
-
-def shutdown_requested() -> bool:
-    """The Celery worker got a warm or cold shutdown signal (seen when the task runs in the
-    worker's main process, i.e. `--pool solo`; prefork children are not told)."""
-    from celery.worker import state
-
-    return state.should_stop is not None or state.should_terminate is not None
 
 
 def run_claimed_job(job: ClaimedJob, settings: Settings) -> str:
@@ -110,6 +103,7 @@ class Supervisor:
         self.store = store
         self.recorder = ProgressRecorder(self._write_progress, interval_s=settings.progress_interval_s)
         self.checkpoint_key = job.checkpoint_key
+        self._renewed = self._next_status = self._next_heartbeat = 0.0  # monotonic times, set by _watch
 
     # ------------------------------------------------------------ the loop
 
@@ -138,28 +132,13 @@ class Supervisor:
 
     def _watch(self, child: Any, messages: Any, abort: Any, outcome: Outcome) -> None:
         started = time.monotonic()
-        heartbeat_every = self.settings.lease_s / 4
-        renewed = next_status = started  # the claim itself renewed the lease
-        next_heartbeat = started + heartbeat_every
+        self._renewed = self._next_status = started  # the claim itself took the lease
+        self._next_heartbeat = started + self.settings.lease_s / 4
         kill_at: float | None = None
         while child.is_alive():
             self._drain(messages, outcome, wait=POLL_S)
             now = time.monotonic()
-            status: str | None = "running"
-            if outcome.stop != "lost":
-                if self.recorder.due():
-                    status = self._db(self.recorder.flush, status)
-                    next_status = now + STATUS_POLL_S
-                if status is not None and now >= next_heartbeat:
-                    status = self._db(lambda: self._session(lifecycle.renew_lease, lease_s=self.settings.lease_s), None)
-                    next_heartbeat, next_status = now + heartbeat_every, now + STATUS_POLL_S
-                    if status is not None:
-                        renewed = now
-                    elif now - renewed < self.settings.lease_s:
-                        status = "running"  # the DB did not answer; the lease still holds for a while
-                elif status is not None and now >= next_status:
-                    status = self._db(lambda: self._session(lifecycle.current_status), "running")
-                    next_status = now + STATUS_POLL_S
+            status = self._job_status(now) if outcome.stop != "lost" else None
             reason = self._stop_reason(status, now - started)
             if reason and outcome.stop is None:
                 outcome.stop = reason
@@ -172,14 +151,26 @@ class Supervisor:
                 outcome.killed = True
                 kill_at = None
 
-    def _db(self, call: Any, on_error: str | None) -> str | None:
-        """Run a status-returning DB call; a DB outage is logged and answers `on_error`."""
+    def _job_status(self, now: float) -> str | None:
+        """Do whichever DB call is due (progress write, heartbeat, status read) and return the job's
+        status as it answered; None when the job is no longer ours. A DB outage counts as `running`
+        until our lease would have run out: then someone else may hold the job."""
+        status: str | None = "running"
         try:
-            result: str | None = call()
+            if self.recorder.due():
+                status = self.recorder.flush()
+                self._next_status = now + STATUS_POLL_S
+            if status is not None and now >= self._next_heartbeat:
+                status = self._session(lifecycle.renew_lease, lease_s=self.settings.lease_s)
+                self._renewed, self._next_heartbeat = now, now + self.settings.lease_s / 4
+                self._next_status = now + STATUS_POLL_S
+            elif status is not None and now >= self._next_status:
+                status = self._session(lifecycle.current_status)
+                self._next_status = now + STATUS_POLL_S
         except SQLAlchemyError as exc:
-            log.warning("job %s: database unavailable (%s); retrying", self.job.id, exc.__class__.__name__)
-            return on_error
-        return result
+            log.warning("job %s: database unavailable (%s); retrying", self.job.id, type(exc).__name__)
+            return None if now - self._renewed > self.settings.lease_s else "running"
+        return status
 
     def _stop_reason(self, status: str | None, elapsed_s: float) -> str | None:
         if status is None:

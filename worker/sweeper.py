@@ -1,8 +1,9 @@
 """The reaper and dispatch sweep: one thread per worker node, every `reaper_interval_s`.
 
 - Jobs whose lease expired (the worker was killed, the machine lost) go back to `queued`
-  with `attempt + 1` still to come, or fail with `worker_lost` after `max_attempts`
-  (ganft/repo/lifecycle.py `reap_expired_leases`).
+  (the next claim makes it attempt + 1 and resumes from the newest checkpoint), or fail with
+  `worker_lost` once `max_attempts` attempts were lost (ganft/repo/lifecycle.py
+  `reap_expired_leases`).
 - Queued jobs never sent to the broker (created while it was down, or just reaped), or sent
   more than `REDISPATCH_AFTER_LEASES` lease periods ago, are sent (again). A duplicate
   message is harmless: the claim is a compare-and-set and the loser returns at once.
@@ -87,7 +88,7 @@ class Sweeper(threading.Thread):
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
-        if self.is_alive() and threading.current_thread() is not self:
+        if timeout > 0 and self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
 
 
@@ -110,9 +111,13 @@ def start_sweeper(app: Celery, settings: Settings) -> Sweeper:
         return _sweeper
 
 
-def stop_sweeper() -> None:
+def stop_sweeper(*, wait: bool = True) -> None:
+    """Stop this process's sweeper; `wait=False` only asks (safe inside a signal handler)."""
     global _sweeper
-    with _lock:
-        if _sweeper is not None:
-            _sweeper.stop()
+    sweeper = _sweeper
+    if sweeper is None:
+        return
+    sweeper.stop(timeout=5.0 if wait else 0.0)
+    if wait:
+        with _lock:
             _sweeper = None

@@ -178,7 +178,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job: JobDep) -> JobOut:
+async def get_job(job: JobDep) -> JobOut:  # async: the row is loaded, no threadpool hop needed
     """One job with its progress (step, total_steps, fraction, eta_seconds), error and result."""
     return JobOut.of(job)
 
@@ -188,7 +188,7 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
     """Cancel a job: a queued one at once, a running one cooperatively (`cancelling`); 409 when finished."""
     try:
         updated = jobs.request_cancel(session, job_id=job.id)
-    except InvalidTransition:
-        raise Problem(409, f"job {job.id!r} already finished ({job.status}); it cannot be cancelled") from None
+    except InvalidTransition as exc:
+        raise Problem(409, f"job {job.id!r} already finished ({exc.current}); it cannot be cancelled") from None
     session.commit()
     return JobOut.of(updated)

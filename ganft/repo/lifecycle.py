@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ganft.db.tables import Artifact, Dataset, Job, JobMetric, Model, utcnow
 from ganft.repo.jobs import append_event
 
-ACTIVE = ("running", "cancelling")
+HELD = ("running", "cancelling")  # the statuses of a job a worker holds (claimed, lease renewed)
 
 
 # ---------------------------------------------------------------- what the worker reads and writes
@@ -97,19 +97,20 @@ class OutputModel:
     storage_prefix: str
     size_bytes: int  # of model.safetensors
     sha256: str
-    kind: str = "weights"
 
 
 def _ours(job_id: str, worker_id: str) -> Any:
     """The row is this worker's running (or cancelling) job."""
-    return and_(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(ACTIVE))
+    return and_(Job.id == job_id, Job.worker_id == worker_id, Job.status.in_(HELD))
 
 
 def _update(*where: Any) -> Any:
     return update(Job).where(*where).execution_options(synchronize_session=False)
 
 
-# ---------------------------------------------------------------- events
+def _changed(session: Session, statement: Any) -> bool:
+    """Run a compare-and-set UPDATE of one job; True when it matched (and changed) the row."""
+    return session.execute(statement.returning(Job.id)).first() is not None
 
 
 def _status_event(session: Session, job_id: str, status: str, **data: Any) -> None:
@@ -126,16 +127,17 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_s: float) 
     checkpoint in `checkpoint_key`. A duplicate broker message lands here and gets None.
     """
     now = utcnow()
-    claimed = session.execute(
+    claimed = _changed(
+        session,
         _update(Job.id == job_id, Job.status == "queued").values(
             status="running",
             attempt=Job.attempt + 1,
             worker_id=worker_id,
             lease_expires_at=now + dt.timedelta(seconds=lease_s),
             started_at=func.coalesce(Job.started_at, literal(now, Job.started_at.type)),
-        )
+        ),
     )
-    if claimed.rowcount != 1:
+    if not claimed:
         return None
     job = session.execute(select(Job).where(Job.id == job_id).execution_options(populate_existing=True)).scalar_one()
     snapshot = ClaimedJob(
@@ -221,8 +223,8 @@ def record_progress(
 
 def record_checkpoint(session: Session, *, job_id: str, worker_id: str, key: str, step: int) -> bool:
     """Point the job at its newest checkpoint in the store (the next attempt resumes from it)."""
-    updated = session.execute(_update(_ours(job_id, worker_id)).values(checkpoint_key=key, checkpoint_step=step))
-    if updated.rowcount != 1:
+    updated = _changed(session, _update(_ours(job_id, worker_id)).values(checkpoint_key=key, checkpoint_step=step))
+    if not updated:
         return False
     append_event(session, job_id=job_id, type="checkpoint", data={"step": step, "key": key})
     return True
@@ -246,7 +248,8 @@ def succeed_job(
     changes nothing and registers no second set of artifacts. False when nothing was changed.
     """
     now = utcnow()
-    done = session.execute(
+    done = _changed(
+        session,
         _update(_ours(job_id, worker_id)).values(
             status="succeeded",
             result=result,
@@ -254,15 +257,15 @@ def succeed_job(
             lease_expires_at=None,
             error_code=None,
             error_message=None,
-        )
+        ),
     )
-    if done.rowcount != 1:
+    if not done:
         return False
     tenant_id = session.execute(select(Job.tenant_id).where(Job.id == job_id)).scalar_one()
     model = Model(
         tenant_id=tenant_id,
         name=output_model.name,
-        kind=output_model.kind,
+        kind="weights",
         role=output_model.role,
         config=output_model.config,
         storage_prefix=output_model.storage_prefix,
@@ -305,16 +308,17 @@ def end_job(
     """Finish a job as `failed` (with an error) or `cancelled` (the last checkpoint stays recorded)."""
     if status not in ("failed", "cancelled"):
         raise ValueError(f"end_job cannot set status {status!r}")
-    done = session.execute(
+    done = _changed(
+        session,
         _update(_ours(job_id, worker_id)).values(
             status=status,
             error_code=error_code,
             error_message=error_message,
             finished_at=utcnow(),
             lease_expires_at=None,
-        )
+        ),
     )
-    if done.rowcount != 1:
+    if not done:
         return False
     error = {"code": error_code, "message": error_message} if error_code else None
     _status_event(session, job_id, status, **({"error": error} if error else {}))
@@ -329,12 +333,13 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> str | None:
         return None
     if status == "cancelling":
         return "cancelled" if end_job(session, job_id=job_id, worker_id=worker_id, status="cancelled") else None
-    released = session.execute(
+    released = _changed(
+        session,
         _update(_ours(job_id, worker_id)).values(
             status="queued", worker_id=None, lease_expires_at=None, dispatched_at=None
-        )
+        ),
     )
-    if released.rowcount != 1:
+    if not released:
         return None
     _status_event(session, job_id, "queued", reason="worker shut down")
     return "queued"
@@ -353,7 +358,7 @@ def reap_expired_leases(session: Session) -> list[tuple[str, str]]:
     now = utcnow()
     expired = session.execute(
         select(Job.id, Job.status, Job.attempt, Job.max_attempts).where(
-            Job.status.in_(ACTIVE), Job.lease_expires_at < now
+            Job.status.in_(HELD), Job.lease_expires_at < now
         )
     ).all()
     changed: list[tuple[str, str]] = []
@@ -371,12 +376,13 @@ def reap_expired_leases(session: Session) -> list[tuple[str, str]]:
             message = f"the worker was lost {attempt} times (max_attempts={max_attempts})"
             values.update(finished_at=now, error_code="worker_lost", error_message=message)
             event["error"] = {"code": "worker_lost", "message": message}
-        moved = session.execute(
+        moved = _changed(
+            session,
             _update(Job.id == job_id, Job.status == status, Job.attempt == attempt, Job.lease_expires_at < now).values(
                 status=new_status, **values
-            )
+            ),
         )
-        if moved.rowcount == 1:
+        if moved:
             _status_event(session, job_id, new_status, **event)
             changed.append((job_id, new_status))
     return changed
@@ -396,7 +402,7 @@ def claim_dispatch(session: Session, *, stale_before: dt.datetime, limit: int = 
     taken: list[str] = []
     for job_id, old in rows:
         same = Job.dispatched_at.is_(None) if old is None else Job.dispatched_at == old
-        if session.execute(_update(Job.id == job_id, Job.status == "queued", same).values(dispatched_at=now)).rowcount:
+        if _changed(session, _update(Job.id == job_id, Job.status == "queued", same).values(dispatched_at=now)):
             taken.append(job_id)
     return taken
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ganft_core import ssgan
 from ganft_core.classify_metrics import classification_metrics
 from ganft_core.config import TrainSpec
 from ganft_core.data import Dataset, Layout
-from ganft_core.errors import Aborted, NanLossError
+from ganft_core.errors import Aborted, GanftError, NanLossError, SpecError
 from ganft_core.models import registry
 from ganft_core.models.io import load_model, meta_for, save_model
 from ganft_core.run import latest_checkpoint, list_checkpoints, load_checkpoint
@@ -26,6 +27,15 @@ from ganft_core.train import ProgressUpdate, train
 CLASSES = ["a", "b", "c"]
 TINY = {"steps": 20, "batch_size": 8, "unlabeled_batch_size": 8, "log_every": 5, "eval_every": 10,
         "checkpoint_every": 10}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny nets run faster on one thread, and the CPU is shared with the rest of the suite."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def blobs(n_per_class: int, labeled_per_class: int, seed: int = 0) -> Dataset:
@@ -244,3 +254,20 @@ def test_classification_metrics_match_scikit_learn() -> None:
     assert [c["support"] for c in m["per_class"]] == list(s)
     assert m["confusion_matrix"] == sk_confusion(y_true, y_pred, labels=[0, 1, 2, 3]).tolist()
     assert m["accuracy"] == pytest.approx(float((y_true == y_pred).mean()))
+
+
+def test_out_of_memory_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*_: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(ssgan, "unsupervised_d_loss", out_of_memory)
+    with pytest.raises(GanftError) as info:
+        run_ssgan(tmp_path, blobs(20, 5))
+    assert info.value.code == "out_of_memory" and "batch_size" in info.value.message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        train(spec(), blobs(20, 5), tmp_path, device="cuda")
+    assert info.value.field == "device"

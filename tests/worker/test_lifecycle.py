@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from pathlib import Path
 
 import redis
 from celery import Celery
 from sqlalchemy import Engine, func, select, update
 
-from ganft.db.session import session_scope
+from ganft.db.migrate import upgrade
+from ganft.db.session import make_engine, session_scope
 from ganft.db.tables import Artifact, Job, Model, utcnow
 from ganft.repo import lifecycle
 from ganft.repo.lifecycle import ArtifactRecord, OutputModel
@@ -176,3 +178,22 @@ def test_terminal_states_never_change(engine: Engine, store: Store) -> None:
         assert lifecycle.reap_expired_leases(session) == []
     assert _claim(engine, job_id, "w2") is None
     assert job_row(engine, job_id).status == "cancelled"
+
+
+def test_leases_and_dispatch_on_sqlite(tmp_path: Path, store: Store) -> None:
+    """The embedded default's SQLite stores naive timestamps: lease and dispatch times still compare right."""
+    url = f"sqlite:///{tmp_path / 'ganft.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    job_id = make_job(engine, store)
+    with session_scope(engine) as session:
+        assert lifecycle.claim_dispatch(session, stale_before=utcnow() - dt.timedelta(minutes=3)) == [job_id]
+    with session_scope(engine) as session:  # dispatched a moment ago: not stale yet
+        assert lifecycle.claim_dispatch(session, stale_before=utcnow() - dt.timedelta(minutes=3)) == []
+    assert _claim(engine, job_id, "w1", lease_s=60) is not None
+    with session_scope(engine) as session:
+        assert lifecycle.reap_expired_leases(session) == []
+    _expire_lease(engine, job_id)
+    with session_scope(engine) as session:
+        assert lifecycle.reap_expired_leases(session) == [(job_id, "queued")]
+    engine.dispose()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
+import signal
 
 import numpy as np
 from celery import Celery
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from ganft.db.session import session_scope
-from ganft.db.tables import Artifact, Model
+from ganft.db.tables import Artifact, Job, Model
 from ganft.repo import jobs
 from ganft.settings import Settings
 from ganft.store import Store
@@ -101,31 +104,60 @@ def test_lost_worker_is_reaped_and_the_next_attempt_resumes(
 ) -> None:
     """SIGKILL the worker (and its trainer) mid-job: the lease expires, the reaper requeues the job,
     another worker claims attempt 2 and resumes from the newest checkpoint instead of step 0."""
-    hp = {**TINY_ADAPT, "steps": 20, "checkpoint_every": 5}
+    hp = {**TINY_ADAPT, "steps": 100_000, "checkpoint_every": 5}
     job_id = make_job(engine, store, method="adapt", data=images_npz(), hyperparameters=hp)
     first = start_worker("w1")
     _send(job_id)
     wait_for(lambda: job_row(engine, job_id).checkpoint_key, timeout=120, what="a checkpoint", logs=first.logs)
     first.kill()
-    resumed_from = job_row(engine, job_id).checkpoint_step
+    lost = job_row(engine, job_id)
+    resumed_from = lost.checkpoint_step
     second = start_worker("w2")
-    row = wait_for(
-        lambda: (r := job_row(engine, job_id)).status in ("succeeded", "failed") and r,
-        timeout=180,
-        what="the second attempt to finish",
-        logs=lambda: first.logs() + second.logs(),
+    logs = lambda: first.logs() + second.logs()  # noqa: E731
+
+    def progress_of_attempt_2() -> list[int]:
+        events = job_events(engine, job_id)
+        claims = [seq for seq, t, d in events if t == "status" and d["status"] == "running" and d["attempt"] == 2]
+        return claims and [d["step"] for seq, t, d in events if t == "progress" and seq > claims[0]]
+
+    steps = wait_for(progress_of_attempt_2, timeout=120, what="progress of attempt 2", logs=logs)
+    assert resumed_from and min(steps) >= resumed_from  # resumed from the checkpoint, not from step 0
+    row = job_row(engine, job_id)
+    assert (row.status, row.attempt) == ("running", 2) and row.worker_id != lost.worker_id
+    statuses = [(d["status"], d.get("reason")) for _, t, d in job_events(engine, job_id) if t == "status"]
+    assert statuses == [("queued", None), ("running", None), ("queued", "lease expired"), ("running", None)]
+    with session_scope(engine) as session:  # and the new attempt still obeys a cancel
+        jobs.request_cancel(session, job_id=job_id)
+    wait_for(lambda: job_row(engine, job_id).status == "cancelled", timeout=60, what="the cancel", logs=logs)
+
+
+def test_failures_end_with_their_codes(engine: Engine, store: Store, start_worker: WorkerProcess.Factory) -> None:
+    """A trainer error keeps its code; an exceeded max_runtime_s and a trainer killed by the system
+    (as the OOM killer does) are told apart from bugs."""
+    bad = io.BytesIO()
+    np.savez(bad, x=np.zeros(10, dtype=np.float32), y=np.zeros(10, dtype=np.int64))  # 1-D x: not a dataset
+    invalid = make_job(engine, store, method="adapt", data=bad.getvalue())
+    slow = make_job(engine, store, method="adapt", data=images_npz(), hyperparameters={**TINY_ADAPT, "steps": 100_000})
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == slow).values(max_runtime_s=1))
+    killed = make_job(
+        engine, store, method="adapt", data=images_npz(), hyperparameters={**TINY_ADAPT, "steps": 100_000}
     )
-    assert row.status == "succeeded", (row.error_code, row.error_message, second.logs())
-    assert row.attempt == 2
-    events = job_events(engine, job_id)
-    statuses = [(d["status"], d.get("reason")) for _, t, d in events if t == "status"]
-    assert statuses == [
-        ("queued", None),
-        ("running", None),
-        ("queued", "lease expired"),
-        ("running", None),
-        ("succeeded", None),
-    ]
-    second_running = max(seq for seq, t, d in events if t == "status" and d["status"] == "running")
-    steps_after = [d["step"] for seq, t, d in events if t == "progress" and seq > second_running]
-    assert resumed_from and steps_after and min(steps_after) >= resumed_from  # resumed, not restarted at 0
+    worker = start_worker()
+    for job_id in (invalid, slow, killed):
+        _send(job_id)
+
+    def ended(job_id: str) -> Job | None:
+        row = job_row(engine, job_id)
+        return row if row.status in ("succeeded", "failed", "cancelled") else None
+
+    row = wait_for(lambda: ended(invalid), timeout=60, what="the invalid dataset job", logs=worker.logs)
+    assert (row.status, row.error_code) == ("failed", "invalid_dataset") and row.error_message
+    row = wait_for(lambda: ended(slow), timeout=60, what="the max_runtime_s job", logs=worker.logs)
+    assert (row.status, row.error_code) == ("failed", "max_runtime_exceeded")
+
+    pid = wait_for(lambda: re.search(rf"job {killed}: attempt 1, training in pid (\d+)", worker.logs()),
+                   timeout=60, what="the third trainer", logs=worker.logs)  # fmt: skip
+    os.kill(int(pid.group(1)), signal.SIGKILL)
+    row = wait_for(lambda: ended(killed), timeout=60, what="the killed job", logs=worker.logs)
+    assert (row.status, row.error_code) == ("failed", "out_of_memory")

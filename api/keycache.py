@@ -1,0 +1,52 @@
+"""A short-lived, per-process cache of authenticated API keys: key hash -> Principal.
+
+Without it every request opens a session of its own for the key lookup (a pooled connection,
+a ping, BEGIN, SELECT, COMMIT and a threadpool hop): more than half the work of a
+`GET /v1/jobs/{id}` (bench/RESULTS.md, "service: API load"). With it a key is looked up at
+most once per `ttl_s` per API process, so a revoked key keeps working for up to `ttl_s`
+seconds in a process that saw it just before (`GANFT_AUTH_CACHE_S`; 0 disables the cache).
+Only successful lookups are kept, so a new key works at once. Entries are keyed by the
+key's sha256, so the process holds no secrets it was not just sent.
+
+Used from the event loop only (the auth dependency is async), so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ganft.repo.keys import Principal
+from ganft.security import hash_key
+
+MAX_ENTRIES = 10_000  # distinct keys kept; the oldest entry goes first when full
+
+
+class KeyCache:
+    def __init__(self, ttl_s: float, max_entries: int = MAX_ENTRIES) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}  # key hash -> (principal, monotonic expiry)
+
+    def get(self, key: str) -> Principal | None:
+        """The cached principal of `key`, None when unknown or expired (look it up then)."""
+        if self.ttl_s <= 0:
+            return None
+        digest = hash_key(key)
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        principal, expires = entry
+        if time.monotonic() >= expires:
+            del self._entries[digest]
+            return None
+        return principal
+
+    def put(self, key: str, principal: Principal) -> None:
+        """Remember a key that was just authenticated against the database."""
+        if self.ttl_s <= 0:
+            return
+        digest = hash_key(key)
+        self._entries.pop(digest, None)  # re-inserted last: insertion order is expiry order
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[digest] = (principal, time.monotonic() + self.ttl_s)

@@ -1,0 +1,431 @@
+"""Shared plumbing of the service benchmarks (api_load, transfer, dispatch, service_overhead).
+
+    with service_stack() as stack:                 # private Postgres database (migrated), data dir, env
+        keys = stack.create_keys("bench", 64)      # API keys of one tenant
+        with api_server(stack, workers=2) as api:  # `uvicorn api.main:app --workers 2`, as in production
+            ...api.url, api.worker_pids()...
+        with celery_worker(stack) as worker: ...   # `celery -A worker.app worker -Q gpu -c 1`
+
+Everything runs against 127.0.0.1 only: Postgres (a `ganft_bench_<hex>` database, dropped at
+the end), Redis database 14 (flushed at start and end), a uvicorn and a Celery subprocess in
+sessions of their own (stopped by process group at the end). Memory figures come from /proc
+(Linux): `VmRSS` now, and `VmHWM` (peak) after resetting it through `/proc/PID/clear_refs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+OUT = Path(__file__).with_name("out")
+PG_ADMIN_URL = os.environ.get("GANFT_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BROKER_URL = os.environ.get("GANFT_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+MIB = 1024**2
+
+
+# ---------------------------------------------------------------- the machine
+
+
+@dataclass(frozen=True)
+class Machine:
+    commit: str
+    dirty: bool  # the working tree differs from the commit
+    nproc: int
+    cpu: str
+    ram_gib: float
+    python: str
+
+    def describe(self) -> str:
+        tree = f"`{self.commit}`" + (" + uncommitted changes" if self.dirty else "")
+        return (
+            f"commit {tree}; {self.nproc} CPUs ({self.cpu}), {self.ram_gib:.0f} GiB RAM, "
+            f"Python {self.python}, shared with other engineers' jobs"
+        )
+
+
+def machine() -> Machine:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    cpu = platform.processor() or "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = next(
+        int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")
+    )
+    return Machine(
+        commit=git("rev-parse", "--short", "HEAD"),
+        dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
+        nproc=os.cpu_count() or 1,
+        cpu=cpu,
+        ram_gib=mem_kib / 1024**2,
+        python=platform.python_version(),
+    )
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, e.g. `4.21 / 4.30 / 4.62` (the machine is shared)."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ---------------------------------------------------------------- memory (/proc)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of `pid` now."""
+    return _status_kib(pid, "VmRSS") * 1024
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size of `pid` since it started, or since `reset_peak_rss(pid)`."""
+    return _status_kib(pid, "VmHWM") * 1024
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset `pid`'s VmHWM to its current RSS (Linux >= 4.0, own or root processes)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise ValueError(f"/proc/{pid}/status has no {field_name}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far (its threads included, its children not)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12 here.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc/*/stat)."""
+    out: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 is the parent pid; the command (field 2) may hold spaces, so split after its `)`.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+class ChildPeakSampler:
+    """Samples the RSS of `pid`'s children every `interval_s` in a thread; `peak` is the largest seen.
+
+    The dataset inspector is a short-lived child of the API process: its own VmHWM vanishes
+    with it, so it is sampled while it lives (a sampled peak can only under-read).
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for child in children(self.pid):
+                try:
+                    self.peak = max(self.peak, peak_rss_bytes(child))
+                except (OSError, ValueError):
+                    pass  # it exited between the listing and the read
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> ChildPeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------- database, data folder, env
+
+
+@dataclass
+class Stack:
+    """A private database + data folder, and the GANFT_* environment that points processes at them."""
+
+    database_url: str
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def engine(self) -> Any:
+        from ganft.db.session import get_engine
+
+        return get_engine(self.database_url)
+
+    def create_keys(self, tenant: str, n: int) -> list[str]:
+        """`n` new API keys of `tenant` (created if needed)."""
+        from ganft.db.session import session_scope
+        from ganft.repo import keys
+
+        with session_scope(self.engine()) as session:
+            return [keys.create_key(session, tenant_name=tenant)[1] for _ in range(n)]
+
+    def settings(self) -> Any:
+        from ganft.settings import Settings
+
+        return Settings(
+            data_dir=self.data_dir, database_url=self.database_url, broker_url=BROKER_URL,
+            store_url=self.env["GANFT_STORE_URL"],
+        )  # fmt: skip
+
+
+@contextmanager
+def service_stack(tmp_dir: Path | None = None, **env: str) -> Iterator[Stack]:
+    """A fresh `ganft_bench_<hex>` database migrated to head, a data folder, Redis db 14 flushed.
+
+    `env` adds variables for the processes started on this stack (e.g. GANFT_RATE_LIMIT_PER_S).
+    """
+    import redis
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from ganft.db.migrate import upgrade
+
+    name = f"ganft_bench_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    broker = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=2)
+    broker.flushdb()
+    with tempfile.TemporaryDirectory(prefix="ganft-bench-", dir=tmp_dir) as folder:
+        data_dir = Path(folder) / "data"
+        data_dir.mkdir()
+        stack = Stack(url, data_dir)
+        stack.env = {
+            "GANFT_DATA_DIR": str(data_dir),
+            "GANFT_DATABASE_URL": url,
+            "GANFT_BROKER_URL": BROKER_URL,
+            "GANFT_STORE_URL": (data_dir / "store").as_uri(),
+            **env,
+        }
+        try:
+            upgrade(url)
+            yield stack
+        finally:
+            from ganft.db.session import get_engine
+
+            get_engine(url).dispose()
+            broker.flushdb()
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `url` until it answers 200 (fails early when `process` exits)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout_s:g} s")
+        time.sleep(0.1)
+
+
+class Subprocess:
+    """A child in a session of its own, logging to a file; `stop()` ends its whole process group."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
+        self.command = command
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def logs(self, tail: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM to the group (a warm shutdown), SIGKILL after `timeout_s`."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+
+
+@dataclass
+class ApiServer:
+    url: str
+    workers: int
+    server: Subprocess
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve requests: the uvicorn process itself, or its N workers."""
+        if self.workers == 1:
+            return [self.server.pid]
+        return children(self.server.pid)
+
+
+@contextmanager
+def api_server(
+    stack: Stack,
+    *,
+    workers: int = 1,
+    app: str = "api.main:app",
+    extra_args: tuple[str, ...] = (),
+    source: Path | None = None,
+) -> Iterator[ApiServer]:
+    """`uvicorn api.main:app --workers N` on a free loopback port (the production command of
+    docker-compose.yml; uvloop and httptools are picked up when installed, as there).
+
+    `source`: run the server from another checkout of the code (e.g. `git archive HEAD` unpacked
+    somewhere), to compare it with this working tree in the same run.
+    """
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), *extra_args,
+    ]  # fmt: skip
+    env = {**os.environ, **stack.env}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    log_path = stack.data_dir / f"uvicorn-{port}.log"
+    server = Subprocess(command, env, log_path, cwd=source or ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 60, server.process)
+        if workers > 1:  # /healthz answered by one worker; wait until all of them are up
+            deadline = time.monotonic() + 60
+            while len(children(server.pid)) < workers and time.monotonic() < deadline:
+                time.sleep(0.1)
+        yield ApiServer(f"http://127.0.0.1:{port}", workers, server)
+    except BaseException:
+        sys.stderr.write(f"---- uvicorn log ----\n{server.logs()}\n")
+        raise
+    finally:
+        server.stop()
+
+
+@contextmanager
+def celery_worker(stack: Stack, *, name: str = "bench", timeout_s: float = 90.0) -> Iterator[Subprocess]:
+    """`celery -A worker.app worker -Q gpu -c 1` (prefork, the production command), once ready."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu", "-c", "1",
+        "--prefetch-multiplier", "1", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+        "--loglevel", "INFO",
+    ]  # fmt: skip
+    worker = Subprocess(command, {**os.environ, **stack.env}, stack.data_dir / f"celery-{name}.log")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while " ready." not in worker.logs(tail=100_000):
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"the worker exited with {worker.process.returncode}:\n{worker.logs()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker was not ready within {timeout_s:g} s:\n{worker.logs()}")
+            time.sleep(0.1)
+        yield worker
+    finally:
+        worker.stop()
+
+
+# ---------------------------------------------------------------- HTTP helpers and results
+
+
+def upload_small_dataset(url: str, key: str, *, seed: int = 0) -> str:
+    """Upload a tiny 3-class feature npz through the API (the real path); returns its id."""
+    import io
+
+    import httpx
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(90, 8)).astype(np.float32)
+    y = np.repeat(np.arange(3), 30)
+    y[5:30] = y[35:60] = y[65:] = -1
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=y)
+    response = httpx.post(
+        f"{url}/v1/datasets",
+        params={"name": "bench.npz", "format": "npz"},
+        content=buf.getvalue(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"},
+        timeout=60,
+    )
+    response.raise_for_status()
+    dataset_id: str = response.json()["id"]
+    return dataset_id
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the `## title` section of RESULTS.md, leaving every other section alone."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    header = f"## {title}\n"
+    section = f"{header}\n{body.strip()}\n"
+    if header in text:
+        start = text.index(header)
+        nxt = text.find("\n## ", start + len(header))
+        text = text[:start] + section + ("" if nxt < 0 else text[nxt:])
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
