@@ -9,7 +9,7 @@ The app's long-lived parts (settings, engine, store, broker client, rate limiter
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -45,15 +45,13 @@ def _queue(request: Request) -> JobQueue:
     return queue
 
 
-async def _session(request: Request) -> AsyncIterator[Session]:
-    # Made on the event loop (no I/O until first used, in a sync route or dependency's thread);
-    # closed in the threadpool, since returning its connection to the pool is a ROLLBACK.
+def _session(request: Request) -> Iterator[Session]:
+    # A sync generator on purpose: FastAPI runs its exit (the ROLLBACK that returns the connection)
+    # in a thread outside the shared threadpool limit, so a request holding a pooled connection never
+    # waits for a thread behind requests that wait for a connection (a deadlock until pool_timeout).
     factory: sessionmaker[Session] = request.app.state.sessionmaker
-    session = factory()
-    try:
+    with factory() as session:
         yield session
-    finally:
-        await run_in_threadpool(session.close)
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer gft_...`")

@@ -22,13 +22,14 @@ from api.queue import JobQueue
 from api.ratelimit import RateLimiter
 from api.routes import dashboard, datasets, events, health, jobs, models, outputs
 from api.schemas import JobCreate
-from ganft.db.session import make_engine, make_sessionmaker
+from ganft.db.session import POSTGRES_POOL_SIZE, make_engine, make_sessionmaker
 from ganft.settings import Settings, get_settings
 from ganft.store import open_store
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_INSPECTIONS = 2  # dataset inspector subprocesses at once, per API process
+THREADPOOL_SIZE = POSTGRES_POOL_SIZE  # threads for sync routes and dependencies, per API process
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,8 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.inspect_limiter = anyio.CapacityLimiter(MAX_CONCURRENT_INSPECTIONS)  # needs the event loop
-        import os
-        anyio.to_thread.current_default_thread_limiter().total_tokens = int(os.environ.get("XP_THREADS", "40"))
+        # Sync routes and dependencies run in anyio's threadpool (40 threads by default): one thread
+        # per pooled DB connection, so threads never make the pool open throwaway overflow connections.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
         yield
         queue.close()
         engine.dispose()

@@ -117,6 +117,16 @@ def run_wrk(
     }
 
 
+def db_sessions(stack: common.Stack) -> int:
+    """Connections ever opened to the stack's database (pg_stat_database.sessions, Postgres >= 14)."""
+    from sqlalchemy import text
+
+    with stack.engine().connect() as connection:
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        query = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        return int(connection.execute(text(query)).scalar_one())
+
+
 def profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
     """Start `py-spy record` (collapsed stacks) on `pid` for `seconds`; None when py-spy is absent."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -166,10 +176,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         def load(api: common.ApiServer, case: str, *, duration_s: int) -> dict[str, Any]:
             _, paths, kw = cases[case]
-            return run_wrk(
+            opened = db_sessions(stack)
+            run = run_wrk(
                 api.url, paths=paths, keys=keys, duration_s=duration_s, connections=args.connections,
                 threads=args.threads, server_pids=api.worker_pids(), **kw,
             )  # fmt: skip
+            time.sleep(1)  # closed connections reach the statistics
+            run["db_connections_opened"] = db_sessions(stack) - opened
+            return run
 
         def record(run: dict[str, Any]) -> None:
             results["runs"].append(run)
@@ -208,7 +222,8 @@ def _line(run: dict[str, Any]) -> str:
     return (
         f"{run['endpoint']:<28} {run['server']:<10} workers={run['workers']}  {run['rps']:7.0f} req/s  "
         f"p50 {run['p50_ms']:6.1f} ms  p99 {run['p99_ms']:6.1f} ms  CPU {run['server_cpu_ms_per_request']:.2f} ms/req  "
-        f"errors {run['errors']}  (load before: {run['load_before']})"
+        f"new DB connections {run['db_connections_opened']}  errors {run['errors']}  "
+        f"(load before: {run['load_before']})"
     )
 
 
@@ -217,8 +232,8 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     floors = {(r["server"], r["workers"]): r["rps"] for r in results["runs"] if r["endpoint"] == "GET /healthz"}
     rows = [
         "| endpoint | server | uvicorn workers | requests/s | p50 ms | p90 ms | p99 ms | vs /healthz "
-        "| server CPU ms/request | errors | load before |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| server CPU ms/request | new DB connections | errors | load before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["runs"]:
         floor = floors.get((r["server"], r["workers"]))
@@ -226,7 +241,7 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         rows.append(
             f"| {r['endpoint']} | {r['server']} | {r['workers']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
             f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {ratio} | {r['server_cpu_ms_per_request']:.2f} | "
-            f"{r['errors']} | {r['load_before']} |"
+            f"{r['db_connections_opened']} | {r['errors']} | {r['load_before']} |"
         )
     get = [r for r in results["runs"] if r["endpoint"] == "GET /v1/jobs/{id}" and r["server"] == "this tree"]
     verdict = "; ".join(

@@ -8,7 +8,7 @@ above the supervised-only control trained in the same run, each run under 3 minu
 
     python bench/ssgan_digits.py [--seeds 1 2 3] [--set steps=2000 ...] [--no-record]
 
-Writes the `## ssgan digits` section of bench/RESULTS.md.
+Writes the `## ssgan digits` section of bench/RESULTS.md (`## ssgan digits (N threads)` with --threads N != 2).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main() -> None:
         f"Bar: mean >= {BAR_ACCURACY:.0%}, >= {BAR_DELTA * 100:.0f} points over the control, each run "
         f"< {BAR_SECONDS:.0f} s: **{'PASS' if passed else 'FAIL'}**.\n"
     )
-    write_section("ssgan digits", body)
+    write_section("ssgan digits" + ("" if args.threads == 2 else f" ({args.threads} threads)"), body)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ queue; the next `ganft up` resumes it. Production runs prefork (`-c 1`), one wor
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -32,6 +34,7 @@ from ganft.repo import keys
 from ganft.settings import Settings, get_settings
 
 ADMIN_TENANT = "admin"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 READY_TIMEOUT_S = 120.0  # API import + worker start on a slow machine
 STOP_GRACE_S = 10.0  # beyond the cancel grace: time for the worker to hand its job back
 
@@ -68,6 +71,13 @@ def admin_key(settings: Settings) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
     return key
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux SIGKILLs it when `ganft up` dies without stopping it."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class EmbeddedStack:
@@ -116,7 +126,13 @@ class EmbeddedStack:
         # A session of its own: a Ctrl-C in the terminal reaches only us, and we stop them in order.
         root = Path(__file__).resolve().parents[1]
         self._processes[name] = subprocess.Popen(
-            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+            command,
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def _wait_ready(self, timeout: float) -> None:

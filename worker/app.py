@@ -34,6 +34,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": settings.broker_transport_options(),  # shared with the API's producer
+        # The embedded broker: kombu's filesystem transport minus a lost-message race (worker/fs_transport.py).
+        "broker_transport": "worker.fs_transport:Transport" if settings.is_embedded_broker else None,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # keep retrying a lost broker; the DB still has the jobs
         "result_backend": None,

@@ -18,8 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from ganft.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000  # writers wait this long for the single SQLite write lock
-POSTGRES_POOL_SIZE = int(__import__("os").environ.get("XP_POOL", "10"))  # connections kept per process (API threadpool + SSE polls)
-POSTGRES_MAX_OVERFLOW = int(__import__("os").environ.get("XP_OVER", "20"))  # extra connections under bursts, closed when idle
+# Connections kept per process. The API sizes its threadpool to this (api/main.py): with more
+# threads than pooled connections, a busy API opened and closed an overflow connection (a new
+# Postgres backend) for about one request in five (bench/RESULTS.md, "service: API load").
+POSTGRES_POOL_SIZE = 20
+POSTGRES_MAX_OVERFLOW = 10  # extra connections under bursts (sessions held across hops, SSE polls), closed when idle
 POSTGRES_POOL_TIMEOUT_S = 10  # wait for a free connection before TimeoutError (a 503)
 POSTGRES_CONNECT_TIMEOUT_S = 5  # TCP connect to the server
 

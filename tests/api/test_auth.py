@@ -53,8 +53,11 @@ def test_wrong_key_is_401(client: TestClient, api_key: str) -> None:
         _assert_401(client.request(method, path, headers={"Authorization": "Basic dXNlcjpwYXNz"}))
 
 
-def test_revoked_key_is_401(client: TestClient, engine: Engine, api_key: str, headers: dict[str, str]) -> None:
-    """A key works, then `revoke-key` takes effect on the next request."""
+def test_revoked_key_is_401(
+    make_client: Callable[..., TestClient], engine: Engine, api_key: str, headers: dict[str, str]
+) -> None:
+    """A key works, then `revoke-key` takes effect on the next request (key cache off; see test_keycache.py)."""
+    client = make_client(auth_cache_s=0)
     assert client.get("/v1/jobs", headers=headers).status_code == 200
     with session_scope(engine) as session:
         keys.revoke_key(session, prefix=key_prefix(api_key) or "")

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ganft.client import Client, Event
-from ganft.demo import accuracies, digits_split, program_accuracy
+from ganft.demo import accuracies, digits_split, program_accuracy, save_npz
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -32,8 +32,8 @@ def follow(api: Client, job_id: str) -> tuple[dict[str, Any], list[Event]]:
 def ssgan_digits(api: Client, workdir: Path, *, steps: int = 20) -> None:
     """Upload the digits split, run a short ssgan job, and check the downloaded model.pt2 against metrics.json."""
     train, test = digits_split(seed=1)
-    np.savez(workdir / "train.npz", **train)
-    np.savez(workdir / "test.npz", **test)
+    save_npz(workdir / "train.npz", train)
+    save_npz(workdir / "test.npz", test)
     train_ds = api.upload_dataset(workdir / "train.npz")
     test_ds = api.upload_dataset(workdir / "test.npz")
     assert train_ds["stats"]["labeled"] == 100 and test_ds["stats"]["examples"] == len(test["y"])
@@ -70,7 +70,8 @@ def digit_images(n: int = 96) -> dict[str, np.ndarray]:
 
 def adapt_digits(api: Client, workdir: Path, *, steps: int = 16) -> None:
     """Train a tiny GAN on 8×8 digit images; check samples.png and the exported generator."""
-    np.savez(workdir / "images.npz", **digit_images())
+    images = digit_images()
+    np.savez(workdir / "images.npz", x=images["x"], y=images["y"])
     dataset = api.upload_dataset(workdir / "images.npz")
     hp = {"steps": steps, "batch_size": 16, "eval_every": 8, "eval_samples": 16, "log_every": 4}
     job = api.create_job({"method": "adapt", "dataset_id": dataset["id"], "seed": 3, "hyperparameters": hp})

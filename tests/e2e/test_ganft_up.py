@@ -82,7 +82,8 @@ def test_ctrl_c_hands_the_job_back_and_the_next_start_resumes_it(ganft_up: type[
     data_dir = tmp_path / "ganft"
     first = ganft_up(data_dir, tmp_path / "first.log")
     url, key = first.wait_up()
-    np.savez(tmp_path / "images.npz", **digit_images())
+    images = digit_images()
+    np.savez(tmp_path / "images.npz", x=images["x"], y=images["y"])
     hp = {"steps": 100_000, "batch_size": 8, "checkpoint_every": 5, "log_every": 5, "eval_every": 100_000}
     with Client(url, key) as api:
         dataset = api.upload_dataset(tmp_path / "images.npz")

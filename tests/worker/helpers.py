@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], *, timeout: float, what: str, logs: Callable[[], str] | None = None) -> T:
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, logs: Callable[[], str] | None = None) -> T:
     """Poll `check` until it returns something truthy; on timeout fail naming `what` (with logs)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -34,6 +34,12 @@ def images_npz(n: int = 64, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def _ended(engine: Engine, job_id: str) -> Job | None:
+    """The job's row once it is in a terminal state, else None."""
+    row = job_row(engine, job_id)
+    return row if row.status in ("succeeded", "failed", "cancelled") else None
+
+
 def _send(job_id: str) -> None:
     app = Celery("test-producer", set_as_current=False)
     app.conf.update(broker_url=REDIS_URL, task_serializer="json")
@@ -48,12 +54,7 @@ def test_job_runs_to_success_and_registers_its_outputs(
     worker = start_worker()
     _send(job_id)
     _send(job_id)  # a duplicate message: claimed once, the second finds nothing to do
-    row = wait_for(
-        lambda: (r := job_row(engine, job_id)).status in ("succeeded", "failed") and r,
-        timeout=180,
-        what="the job to finish",
-        logs=worker.logs,
-    )
+    row = wait_for(lambda: _ended(engine, job_id), timeout=180, what="the job to finish", logs=worker.logs)
     assert row.status == "succeeded", (row.error_code, row.error_message, worker.logs())
     assert (row.attempt, row.step, row.total_steps) == (1, 10, 10)
     assert row.result is not None and row.result["steps"] == 10
@@ -85,12 +86,7 @@ def test_cancel_stops_the_trainer_and_keeps_the_checkpoint(
     wait_for(lambda: job_row(engine, job_id).checkpoint_key, timeout=120, what="a checkpoint", logs=worker.logs)
     with session_scope(engine) as session:
         assert jobs.request_cancel(session, job_id=job_id).status == "cancelling"
-    row = wait_for(
-        lambda: (r := job_row(engine, job_id)).status not in ("running", "cancelling") and r,
-        timeout=60,
-        what="the cancel to finish",
-        logs=worker.logs,
-    )
+    row = wait_for(lambda: _ended(engine, job_id), timeout=60, what="the cancel to finish", logs=worker.logs)
     assert row.status == "cancelled", (row.error_code, row.error_message)
     assert row.checkpoint_key and store.exists(row.checkpoint_key)
     assert row.checkpoint_step is not None and 0 < row.checkpoint_step < 100_000
@@ -147,17 +143,13 @@ def test_failures_end_with_their_codes(engine: Engine, store: Store, start_worke
     for job_id in (invalid, slow, killed):
         _send(job_id)
 
-    def ended(job_id: str) -> Job | None:
-        row = job_row(engine, job_id)
-        return row if row.status in ("succeeded", "failed", "cancelled") else None
-
-    row = wait_for(lambda: ended(invalid), timeout=60, what="the invalid dataset job", logs=worker.logs)
+    row = wait_for(lambda: _ended(engine, invalid), timeout=60, what="the invalid dataset job", logs=worker.logs)
     assert (row.status, row.error_code) == ("failed", "invalid_dataset") and row.error_message
-    row = wait_for(lambda: ended(slow), timeout=60, what="the max_runtime_s job", logs=worker.logs)
+    row = wait_for(lambda: _ended(engine, slow), timeout=60, what="the max_runtime_s job", logs=worker.logs)
     assert (row.status, row.error_code) == ("failed", "max_runtime_exceeded")
 
     pid = wait_for(lambda: re.search(rf"job {killed}: attempt 1, training in pid (\d+)", worker.logs()),
                    timeout=60, what="the third trainer", logs=worker.logs)  # fmt: skip
     os.kill(int(pid.group(1)), signal.SIGKILL)
-    row = wait_for(lambda: ended(killed), timeout=60, what="the killed job", logs=worker.logs)
+    row = wait_for(lambda: _ended(engine, killed), timeout=60, what="the killed job", logs=worker.logs)
     assert (row.status, row.error_code) == ("failed", "out_of_memory")
