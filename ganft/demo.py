@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def digits_split(
     seed: int, labels_per_class: int = LABELS_PER_CLASS
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(train, test) digits as npz-ready dicts: x is N×8×8 float32 in [0, 1] (pixel/16).
+    """(train, test) digits as npz-ready dicts: x is N×64 float32 features in [0, 1] (pixel/16).
 
     The benchmark split: a stratified 80/20 train/test split with `random_state=seed`; in
     the training split `labels_per_class` labels per class (a RandomState(seed) permutation

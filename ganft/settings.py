@@ -35,11 +35,18 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)  # worker_lost after this many lost attempts
     cancel_grace_s: float = Field(default=5.0, ge=0)  # cooperative stop, then the child is killed
     progress_interval_s: float = Field(default=0.5, gt=0)  # at most one progress write per interval
+    torch_threads: int = Field(default=0, ge=0, le=1024)  # CPU threads per training child; 0 = half the CPUs
     inception_weights: Path | None = None  # local Inception weights for FID (else the spec's evaluator)
 
+    # An upload still `uploading` this long after it began is taken as dead (its API process was
+    # killed): the next API process to start removes the row and its partial file.
+    stale_upload_s: float = Field(default=24 * 3600.0, gt=0)
     inspect_timeout_s: float = Field(default=300.0, gt=0)  # dataset inspection subprocess, wall clock
     inspect_max_memory_bytes: int = Field(default=8 * 1024**3, ge=256 * 1024**2)  # its address-space limit
     broker_timeout_s: float = Field(default=2.0, gt=0)  # API: connect/publish to the broker, /readyz probe
+    # Redis re-delivers a message not acked after this long (kombu's default: 1 h). Messages are
+    # acked on receipt (worker/app.py), so it only matters for a worker killed mid-receipt.
+    broker_visibility_timeout_s: float | None = Field(default=None, gt=0)
     sse_poll_interval_s: float = Field(default=0.5, gt=0)  # how often an event stream looks for new events
     sse_ping_interval_s: float = Field(default=15.0, gt=0)  # `: ping` comment on an idle event stream
 
@@ -80,7 +87,10 @@ class Settings(BaseSettings):
             folder = str(self.broker_folder)
             return {"data_folder_in": folder, "data_folder_out": folder, "control_folder": str(control)}
         if self.broker_url.startswith(("redis://", "rediss://")):
-            return {"socket_connect_timeout": self.broker_timeout_s}
+            options: dict[str, Any] = {"socket_connect_timeout": self.broker_timeout_s}
+            if self.broker_visibility_timeout_s is not None:
+                options["visibility_timeout"] = self.broker_visibility_timeout_s
+            return options
         return {}
 
 

@@ -42,6 +42,7 @@ class ChildArgs:
     evaluator: str | None = None
     inception_weights: str | None = None
     device: str | None = None  # None: CUDA when present, else CPU
+    torch_threads: int = 0  # intra-op CPU threads; 0 = half the CPUs (the API and the worker share the host)
 
 
 def main(args: ChildArgs, queue: Any, abort: Any) -> None:
@@ -65,10 +66,15 @@ def main(args: ChildArgs, queue: Any, abort: Any) -> None:
 
 
 def _train(args: ChildArgs, queue: Any, should_abort: Any) -> dict[str, Any]:
+    import torch
+
     from ganft_core.config import TrainSpec
     from ganft_core.data import align_validation, load_dataset
     from ganft_core.train import ProgressUpdate, train
 
+    # An oversubscribed CPU makes torch's spinning worker threads crawl (measured 5-10x slower per
+    # step with 2 threads on a busy 2-core host, bench/RESULTS.md): leave room for the API and others.
+    torch.set_num_threads(args.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     spec = TrainSpec.model_validate(args.spec)
     data = load_dataset(Path(args.data), args.data_format)
     validation = None

@@ -64,7 +64,9 @@ def run_claimed_job(job: ClaimedJob, settings: Settings) -> str:
     shutil.rmtree(run_dir, ignore_errors=True)  # the store holds the truth; an old folder is stale
     try:
         try:
-            args = staging.stage_inputs(job, store, run_dir, inception_weights=settings.inception_weights)
+            args = staging.stage_inputs(
+                job, store, run_dir, inception_weights=settings.inception_weights, torch_threads=settings.torch_threads
+            )
         except Exception as exc:
             log.exception("job %s: cannot fetch its inputs", job.id)
             return _end(engine, job, "failed", "internal", f"the job's inputs could not be fetched: {exc}")

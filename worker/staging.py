@@ -82,7 +82,9 @@ def _fetch_model(store: Store, model: StoredModel, dest: Path) -> str:
     return str(dest)
 
 
-def stage_inputs(job: ClaimedJob, store: Store, run_dir: Path, *, inception_weights: Path | None = None) -> ChildArgs:
+def stage_inputs(
+    job: ClaimedJob, store: Store, run_dir: Path, *, inception_weights: Path | None = None, torch_threads: int = 0
+) -> ChildArgs:
     """Fetch the job's inputs (and, on a later attempt, its newest checkpoint) into `run_dir`."""
     inputs, out = run_dir / "inputs", run_dir / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,7 @@ def stage_inputs(job: ClaimedJob, store: Store, run_dir: Path, *, inception_weig
         base_model=_fetch_model(store, job.base_model, inputs / "base_model") if job.base_model else None,
         evaluator=_fetch_model(store, job.evaluator, inputs / "evaluator") if job.evaluator else None,
         inception_weights=str(inception_weights) if inception_weights else None,
+        torch_threads=torch_threads,
     )
 
 
