@@ -7,6 +7,7 @@ broker and store are touched on first use.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import problems
 from api.keycache import KeyCache
@@ -22,9 +24,11 @@ from api.queue import JobQueue
 from api.ratelimit import RateLimiter
 from api.routes import dashboard, datasets, events, health, jobs, models, outputs
 from api.schemas import JobCreate
-from ganft.db.session import POSTGRES_POOL_SIZE, make_engine, make_sessionmaker
+from ganft.db.session import POSTGRES_POOL_SIZE, make_engine, make_sessionmaker, session_scope
+from ganft.db.tables import utcnow
+from ganft.repo import datasets as dataset_repo
 from ganft.settings import Settings, get_settings
-from ganft.store import open_store
+from ganft.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Sync routes and dependencies run in anyio's threadpool (40 threads by default): one thread
         # per pooled DB connection, so threads never make the pool open throwaway overflow connections.
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
+        await anyio.to_thread.run_sync(purge_dead_uploads, engine, app.state.store, settings.stale_upload_s)
         yield
         queue.close()
         engine.dispose()
@@ -69,6 +74,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     _document_manual_bodies(app)
     return app
+
+
+def purge_dead_uploads(engine: Any, store: Store, max_age_s: float) -> list[str]:
+    """Remove dataset uploads left `uploading` by a killed API process: rows older than `max_age_s`
+    and their files (the partial temp file included). Never fails the start: a database that is
+    down now is retried at the next start."""
+    try:
+        with session_scope(engine) as session:
+            dead = dataset_repo.purge_stale_uploads(session, created_before=utcnow() - dt.timedelta(seconds=max_age_s))
+    except SQLAlchemyError as exc:
+        log.warning("could not look for dead uploads (%s); the next start retries", type(exc).__name__)
+        return []
+    for dataset_id in dead:
+        store.delete_prefix(f"datasets/{dataset_id}")
+    if dead:
+        log.warning("removed %d upload(s) that never finished: %s", len(dead), ", ".join(dead))
+    return dead
 
 
 def _document_manual_bodies(app: FastAPI) -> None:

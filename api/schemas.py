@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ganft.db import tables
 from ganft.repo.pages import as_utc
+from ganft.webhooks import MAX_URL_LENGTH, check_url
 
 T = TypeVar("T")
 
@@ -20,6 +21,7 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 # SQLite hands back naive datetimes; every stored time is UTC.
 Timestamp = Annotated[dt.datetime, AfterValidator(as_utc)]
+WebhookUrl = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(check_url)]
 
 
 class _Out(BaseModel):
@@ -126,6 +128,7 @@ class JobCreate(BaseModel):
         dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=1000)]],
         Field(max_length=50),
     ] = {}
+    webhook_url: WebhookUrl | None = None  # POSTed when the job ends; default: the tenant's
 
 
 class Progress(BaseModel):
@@ -152,6 +155,7 @@ class JobOut(_Out):
     seed: int
     max_runtime_s: int | None
     metadata: dict[str, str]
+    webhook_url: str | None  # where the job.* webhook goes (the job's or the tenant's default at creation)
     attempt: int
     progress: Progress
     error: JobError | None
@@ -182,6 +186,7 @@ class JobOut(_Out):
             seed=job.seed,
             max_runtime_s=job.max_runtime_s,
             metadata=job.metadata_,
+            webhook_url=job.webhook_url,
             attempt=job.attempt,
             progress=Progress(step=job.step, total_steps=job.total_steps, fraction=fraction, eta_seconds=eta),
             error=error,
@@ -213,6 +218,20 @@ class ArtifactOut(_Out):
     size_bytes: int
     sha256: str
     content_type: str
+
+
+class WebhookDeliveryOut(_Out):
+    id: str  # the `webhook-id` header, the same on every retry
+    job_id: str
+    url: str
+    event_type: str  # job.succeeded | job.failed | job.cancelled
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: Timestamp | None  # null once delivered or failed
+    last_status_code: int | None
+    last_error: str | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 # ---------------------------------------------------------------- health

@@ -164,7 +164,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         stack.create_keys("other-tenant", 1)
         with common.api_server(stack, workers=1) as api:
             dataset_id = common.upload_small_dataset(api.url, keys[0])
-        job_ids = seed_jobs(stack, dataset_id, SEED_JOBS)
+        job_ids = seed_jobs(stack, dataset_id, max(args.seed_jobs, KEYS))
         body = Path(tmp) / "job.json"
         body.write_text(json.dumps({"method": "ssgan", "dataset_id": dataset_id, "hyperparameters": {"steps": 100}}))
         cases: dict[str, tuple[str, list[str], dict[str, Any]]] = {
@@ -196,14 +196,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             if args.bare:
                 extra = ("--app-dir", str(Path(__file__).parent))
                 with common.api_server(stack, workers=workers, app="api_load:bare_app", extra_args=extra) as bare:
-                    load(bare, "healthz", duration_s=3)  # warm-up
+                    load(bare, "healthz", duration_s=min(3, args.duration))  # warm-up
                     record({"endpoint": "bare Starlette route", "server": "bare", "workers": workers,
                             **load(bare, "healthz", duration_s=args.duration)})  # fmt: skip
             for label, source in variants:
                 with common.api_server(
                     stack, workers=workers, extra_args=tuple(args.server_args), source=source
                 ) as api:
-                    load(api, "get", duration_s=3)  # warm-up: connections, pools, caches
+                    load(api, "get", duration_s=min(3, args.duration))  # warm-up: connections, pools, caches
                     for case in args.cases:
                         spy, out = None, common.OUT / f"api_load_profile_{case}_w{workers}.txt"
                         if case == args.profile and source is None:
@@ -253,7 +253,7 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     return (
         f"`python bench/api_load.py {' '.join(args.argv)}` ({m.describe()}). "
         f"`wrk -t{args.threads} -c{args.connections} -d{args.duration}s` on the same 2 CPUs, {KEYS} API keys "
-        f"of one tenant in turn, {SEED_JOBS} jobs in the table, worker idle (none running); server "
+        f"of one tenant in turn, {max(args.seed_jobs, KEYS)} jobs in the table, worker idle (none running); server "
         "`uvicorn api.main:app --workers N` (uvloop, httptools, access log on) on a private Postgres database. "
         "`vs /healthz` = requests/s over the same server's `/healthz` in the same run; server CPU = user + "
         f"system time of the uvicorn process(es) per request (steadier than requests/s on a shared machine).{baseline}"
@@ -264,12 +264,13 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     )
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn --workers values to try")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64, help="concurrent clients (keep-alive connections)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--seed-jobs", type=int, default=SEED_JOBS, help="jobs in the table before the runs")
     parser.add_argument("--no-bare", dest="bare", action="store_false", help="skip the bare Starlette route")
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="which requests to load")
     parser.add_argument("--profile", choices=CASES, help="py-spy (GIL samples) the first API process in this case")
@@ -279,8 +280,13 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="also run the server from this checkout (e.g. git archive HEAD)")
     parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
     parser.add_argument("--section", default="service: API load", help="RESULTS.md section title")
-    args = parser.parse_args()
-    args.argv = sys.argv[1:]
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
     results = measure(args)

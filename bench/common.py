@@ -150,12 +150,15 @@ class ChildPeakSampler:
         self.pid = pid
         self.interval_s = interval_s
         self.peak = 0
+        self.first_seen: float | None = None  # time.perf_counter() when a child was first seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             for child in children(self.pid):
+                if self.first_seen is None:
+                    self.first_seen = time.perf_counter()
                 try:
                     self.peak = max(self.peak, peak_rss_bytes(child))
                 except (OSError, ValueError):

@@ -147,7 +147,8 @@ def main() -> None:
         f"Bar: mean >= {BAR_ACCURACY:.0%}, >= {BAR_DELTA * 100:.0f} points over the control, each run "
         f"< {BAR_SECONDS:.0f} s: **{'PASS' if passed else 'FAIL'}**.\n"
     )
-    write_section("ssgan digits" + ("" if args.threads == 2 else f" ({args.threads} threads)"), body)
+    threads = "" if args.threads == 2 else f" ({args.threads} thread{'s' if args.threads > 1 else ''})"
+    write_section(f"ssgan digits{threads}", body)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `ganft` command: database migrations, API keys, and the embedded stack.
+"""The `ganft` command: database migrations, API keys, the embedded stack, and the API's user commands.
 
     ganft migrate                                  alembic upgrade head on GANFT_DATABASE_URL
     ganft admin create-key --tenant NAME [--name LABEL]   prints the new key on one line
@@ -6,6 +6,11 @@
     ganft admin list-keys [--tenant NAME]
     ganft up [--host H] [--port P]                 API + a worker on this machine (ganft.embedded)
     ganft demo [--steps N] [--seed S] [--url U --key K]   a tiny end-to-end run on scikit-learn's digits
+    ganft admin set-webhook --tenant NAME [URL | --clear]   the tenant's default webhook URL (prints the secret)
+
+User commands on the SDK (ganft.cli_user, ganft.cli_jobs; --url/GANFT_URL, --key/GANFT_API_KEY, --json):
+    ganft datasets upload|list|show|delete    ganft models upload|list|show
+    ganft jobs create|list|show|cancel|watch|logs    ganft artifacts list|download
 
 Output meant for scripts goes to stdout (the key); everything else is logging on stderr.
 """
@@ -16,6 +21,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+
+from ganft import cli_jobs, cli_user
 
 log = logging.getLogger("ganft")
 
@@ -85,6 +92,31 @@ def _demo(args: argparse.Namespace) -> int:
     return int(embedded.demo(args) or 0)
 
 
+def _set_webhook(args: argparse.Namespace) -> int:
+    from ganft.db.session import session_scope
+    from ganft.repo import webhooks
+    from ganft.settings import get_settings
+
+    if (args.url is None) == (not args.clear):
+        log.error("give a URL or --clear")
+        return 2
+    try:
+        with session_scope() as session:
+            secret = webhooks.set_tenant_webhook(session, tenant_name=args.tenant, url=args.url)
+    except webhooks.WebhookConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    if args.clear:
+        log.info("tenant %r has no default webhook now", args.tenant)
+        return 0
+    if get_settings().webhook_secret:
+        log.info("webhooks of %r are signed with GANFT_WEBHOOK_SECRET", args.tenant)
+    else:
+        log.info("tenant %r: webhooks to %s are signed with this secret (Standard Webhooks)", args.tenant, args.url)
+        sys.stdout.write(secret + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganft", description="GAN fine-tuning training-job service")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -103,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing = admin.add_parser("list-keys", help="prefix, tenant, label, created, state of every key")
     listing.add_argument("--tenant", default=None)
     listing.set_defaults(run=_list_keys)
+    hook = admin.add_parser("set-webhook", help="a tenant's default webhook URL (for jobs that name none)")
+    hook.add_argument("--tenant", required=True, help="tenant name")
+    hook.add_argument("url", nargs="?", default=None, help="http(s) URL that receives job.* events")
+    hook.add_argument("--clear", action="store_true", help="remove the default")
+    hook.set_defaults(run=_set_webhook)
 
     up = commands.add_parser("up", help="run the API and a worker on this machine (embedded default)")
     up.add_argument("--host", default="127.0.0.1")
@@ -115,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default=None, help="use this running server instead of starting an embedded stack")
     demo.add_argument("--key", default=None, help="an API key of the server given by --url")
     demo.set_defaults(run=_demo)
+
+    cli_user.add_commands(commands)
+    cli_jobs.add_commands(commands)
     return parser
 
 

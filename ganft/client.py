@@ -1,14 +1,19 @@
-"""A small synchronous client for ganft's v1 HTTP API (httpx).
+"""ganft's Python client SDK: a synchronous client for the v1 HTTP API (httpx).
 
     with Client("http://127.0.0.1:8000", api_key) as api:
         ds = api.upload_dataset("digits.npz")
-        job = api.create_job({"method": "ssgan", "dataset_id": ds["id"], "seed": 1})
-        for event in api.events(job["id"]):
+        job = api.create_job({"method": "ssgan", "dataset_id": ds.id, "seed": 1})
+        for event in api.watch(job.id):
             ...
-        api.download_artifact(job["id"], "model.pt2", "model.pt2")
+        api.download_artifact(job.id, "model.pt2", "model.pt2")
 
-Uploads and downloads stream (a dataset never sits in memory whole); downloads are checked
-against the artifact's sha256 before they appear under their final name.
+- Results are typed (`ganft.client_types`); errors are `ApiError` (status, problem `detail`, `errors`).
+- 429 and 503 answers are retried with exponential backoff and full jitter, honouring
+  `Retry-After`; a connection that could not be opened is retried for every request; one that
+  broke after the request was sent only for idempotent requests (GET, DELETE, and POST /v1/jobs,
+  which always carries an `Idempotency-Key`, generated unless given).
+- Uploads stream from the file; downloads stream to `dest.part`, resume with `Range` after a
+  broken connection, and are renamed to `dest` only once the sha256 matches.
 """
 
 from __future__ import annotations
@@ -17,81 +22,70 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
+from pydantic import BaseModel
+
+from ganft.client_errors import ApiError, ChecksumError, raise_for_status, retry_after_s
+from ganft.client_sse import sse_messages
+from ganft.client_types import (
+    TERMINAL_STATUSES,
+    ArtifactInfo,
+    Dataset,
+    Event,
+    Job,
+    Model,
+    Page,
+    WebhookDelivery,
+)
+
+__all__ = ["ApiError", "ArtifactInfo", "ChecksumError", "Client", "Event", "TERMINAL_STATUSES"]
 
 CHUNK_BYTES = 1024 * 1024
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-STREAM_RETRIES = 5  # consecutive failed (re)connections of an event stream before giving up
-STREAM_RETRY_S = 1.0  # wait between reconnections (the server's `retry:` field overrides it)
+STREAM_RETRIES = 5  # consecutive failed (re)connections of an event stream or a download before giving up
+STREAM_RETRY_S = 1.0  # wait between event-stream reconnections (the server's `retry:` field overrides it)
+RETRY_STATUSES = frozenset({429, 503})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """A non-2xx answer; `problem` is the application/problem+json body when there was one."""
-
-    def __init__(self, status: int, message: str, problem: dict[str, Any] | None = None) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.problem = problem or {}
-
-
-class ChecksumError(Exception):
-    """A downloaded file's sha256 differs from the one the server announced."""
-
-
-@dataclass(frozen=True)
-class Event:
-    seq: int  # 1, 2, 3 ... per job
-    type: str  # status | progress | evaluation | checkpoint | log
-    data: dict[str, Any]
-
-    @property
-    def terminal(self) -> bool:
-        """A status event that ends the job (no event follows it)."""
-        return self.type == "status" and self.data.get("status") in TERMINAL_STATUSES
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    name: str
-    size_bytes: int
-    sha256: str
-    content_type: str
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    response.read()  # a streamed response has not read its (error) body yet
-    problem: dict[str, Any] | None = None
-    message = response.reason_phrase
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        problem = body
-        message = str(body.get("detail") or body.get("title") or message)
-    raise ApiError(response.status_code, message, problem)
+R = TypeVar("R", bound=BaseModel)
 
 
 class Client:
-    """One API key against one server; use as a context manager (or call `close`)."""
+    """One API key against one server; use as a context manager (or call `close`).
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
+    `retries` is how many times a retryable failure is retried; waits grow as
+    `backoff_s * 2**n` (full jitter), capped at `max_backoff_s`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=httpx.Timeout(timeout),
+            transport=transport,
         )
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.sleep: Callable[[float], None] = time.sleep  # replaceable in tests
 
     def close(self) -> None:
         self._http.close()
@@ -104,10 +98,55 @@ class Client:
     ) -> None:
         self.close()
 
-    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, url, **kwargs)
-        _raise_for_status(response)
-        return response.json()
+    # ------------------------------------------------------------ transport with retries
+
+    def _backoff(self, attempt: int, response: httpx.Response | None = None) -> float:
+        hinted = retry_after_s(response) if response is not None else None
+        if hinted is not None:
+            return min(hinted, self.max_backoff_s)
+        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool | None = None,
+        parts: Callable[[], dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
+        """Send a request, retrying as the module docstring says; raises ApiError on a final non-2xx.
+
+        `parts()` gives the body arguments afresh for each attempt (a streamed file is read again).
+        """
+        idempotent = method.upper() in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        attempt = 0
+        while True:
+            if parts is not None:
+                kw.update(parts())
+            try:
+                response = self._http.request(method, url, **kw)
+            except httpx.TransportError as exc:
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+                if attempt >= self.retries or not (never_sent or idempotent):
+                    raise
+                wait = self._backoff(attempt)
+                log.info("%s %s: %s; retrying in %.1f s", method, url, type(exc).__name__, wait)
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                    raise_for_status(response)
+                    return response
+                wait = self._backoff(attempt, response)
+                log.info("%s %s: HTTP %d; retrying in %.1f s", method, url, response.status_code, wait)
+            attempt += 1
+            self.sleep(wait)
+
+    def _get(self, model: type[R], url: str, **kw: Any) -> R:
+        return model.model_validate(self.request("GET", url, **kw).json())
+
+    def _page(self, model: type[R], url: str, params: dict[str, Any]) -> Page[R]:
+        body = self.request("GET", url, params={k: v for k, v in params.items() if v is not None}).json()
+        return Page[model](data=[model.model_validate(x) for x in body["data"]], next_cursor=body.get("next_cursor"))  # type: ignore[valid-type]
 
     # ------------------------------------------------------------ health
 
@@ -122,59 +161,126 @@ class Client:
 
     def upload_dataset(
         self, path: str | os.PathLike[str], *, name: str | None = None, format: str | None = None
-    ) -> Any:
-        """Upload a dataset file as the raw request body (streamed); returns the Dataset."""
+    ) -> Dataset:
+        """Upload a dataset file as the raw request body, streamed from disk."""
         path = Path(path)
         params = {"name": name or path.name}
         if format is None and path.suffix.lower() in (".npz", ".csv", ".zip"):
             format = {".npz": "npz", ".csv": "csv", ".zip": "imagefolder"}[path.suffix.lower()]
         if format is not None:
             params["format"] = format
-        with open(path, "rb") as f:
-            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
-            return self._json(
-                "POST", "/v1/datasets", params=params, headers=headers, content=iter(lambda: f.read(CHUNK_BYTES), b"")
-            )
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+        response = self.request(
+            "POST", "/v1/datasets", params=params, headers=headers, parts=lambda: {"content": _file_chunks(path)}
+        )
+        return Dataset.model_validate(response.json())
 
-    def get_dataset(self, dataset_id: str) -> Any:
-        return self._json("GET", f"/v1/datasets/{dataset_id}")
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        return self._get(Dataset, f"/v1/datasets/{dataset_id}")
+
+    def list_datasets(self, *, limit: int = 50, after: str | None = None) -> Page[Dataset]:
+        return self._page(Dataset, "/v1/datasets", {"limit": limit, "after": after})
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # ------------------------------------------------------------ models
+
+    def upload_model(
+        self,
+        config: dict[str, Any],
+        *,
+        weights: str | os.PathLike[str] | None = None,
+        discriminator: str | os.PathLike[str] | None = None,
+        program: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ) -> Model:
+        """Upload safetensors `weights` (+ a GAN's `discriminator`) or a `.pt2` `program` with its config."""
+        parts = {
+            k: Path(v) for k, v in (("weights", weights), ("discriminator", discriminator), ("program", program)) if v
+        }
+        if not parts:
+            raise ValueError("give weights or program")
+        data = {"config": json.dumps(config)} | ({"name": name} if name else {})
+        files: dict[str, tuple[str, BinaryIO, str]] = {}
+
+        def rewound() -> dict[str, Any]:  # a retry sends the files from their start again
+            for _, handle, _ in files.values():
+                handle.seek(0)
+            return {"files": files, "data": data}
+
+        try:
+            for part, path in parts.items():  # httpx streams open files in chunks
+                files[part] = (path.name, open(path, "rb"), "application/octet-stream")  # noqa: SIM115
+            response = self.request("POST", "/v1/models", parts=rewound, idempotent=False)
+        finally:
+            for _, handle, _ in files.values():
+                handle.close()
+        return Model.model_validate(response.json())
+
+    def get_model(self, model_id: str) -> Model:
+        return self._get(Model, f"/v1/models/{model_id}")
+
+    def list_models(self, *, limit: int = 50, after: str | None = None) -> Page[Model]:
+        return self._page(Model, "/v1/models", {"limit": limit, "after": after})
 
     # ------------------------------------------------------------ jobs
 
-    def create_job(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> Any:
-        """POST a JobCreate (`method`, `dataset_id`, `hyperparameters`, `seed` ...); returns the Job."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._json("POST", "/v1/jobs", json=spec, headers=headers)
+    def create_job(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> Job:
+        """POST a JobCreate; retried safely under an `Idempotency-Key` (a fresh uuid4 unless given)."""
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        return Job.model_validate(self.request("POST", "/v1/jobs", json=spec, headers=headers, idempotent=True).json())
 
-    def get_job(self, job_id: str) -> Any:
-        return self._json("GET", f"/v1/jobs/{job_id}")
+    def get_job(self, job_id: str) -> Job:
+        return self._get(Job, f"/v1/jobs/{job_id}")
 
-    def cancel_job(self, job_id: str) -> Any:
-        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+    def list_jobs(self, *, status: str | None = None, limit: int = 50, after: str | None = None) -> Page[Job]:
+        return self._page(Job, "/v1/jobs", {"status": status, "limit": limit, "after": after})
+
+    def cancel_job(self, job_id: str) -> Job:
+        # Not retried after a broken connection: a repeat of a cancel that went through answers 409.
+        return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
 
     def list_events(self, job_id: str, *, after: int = 0) -> list[Event]:
         """Every event after seq `after` so far (all pages), oldest first."""
         events: list[Event] = []
         cursor: str | None = str(after)
         while cursor is not None:
-            body = self._json("GET", f"/v1/jobs/{job_id}/events", params={"after": cursor, "limit": 1000})
+            body = self.request("GET", f"/v1/jobs/{job_id}/events", params={"after": cursor, "limit": 1000}).json()
             events += [Event(int(e["seq"]), e["type"], e.get("data") or {}) for e in body["data"]]
             cursor = body.get("next_cursor")
         return events
 
-    def metrics(self, job_id: str) -> Any:
-        return self._json("GET", f"/v1/jobs/{job_id}/metrics")
+    def metrics(self, job_id: str, *, name: str | None = None) -> list[dict[str, Any]]:
+        """The job's whole metric history `[{step, name, value}]`, in the order it was written."""
+        points: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            params = {k: v for k, v in (("name", name), ("after", after), ("limit", 10_000)) if v is not None}
+            body = self.request("GET", f"/v1/jobs/{job_id}/metrics", params=params).json()
+            points += body["data"]
+            after = body.get("next_cursor")
+            if after is None:
+                return points
 
-    def wait(self, job_id: str, *, timeout: float = 3600.0, poll_s: float = 1.0) -> Any:
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        body = self.request("GET", f"/v1/jobs/{job_id}/webhooks").json()
+        return [WebhookDelivery.model_validate(d) for d in body["data"]]
+
+    def wait(self, job_id: str, *, timeout: float = 3600.0, poll_s: float = 1.0) -> Job:
         """Poll until the job ends; returns it. TimeoutError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.get_job(job_id)
-            if job["status"] in TERMINAL_STATUSES:
+            if job.terminal:
                 return job
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
-            time.sleep(poll_s)
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:.0f} s")
+            self.sleep(poll_s)
+
+    def watch(self, job_id: str, *, after: int = 0, read_timeout: float = 60.0) -> Iterator[Event]:
+        """Follow the job's Server-Sent Events until its terminal status event (see `events`)."""
+        return self.events(job_id, after=after, read_timeout=read_timeout)
 
     def events(self, job_id: str, *, after: int = 0, read_timeout: float = 60.0) -> Iterator[Event]:
         """Follow the job's Server-Sent Events until its terminal status event.
@@ -194,8 +300,10 @@ class Client:
                     headers=headers,
                     timeout=httpx.Timeout(30.0, read=read_timeout),
                 ) as response:
-                    _raise_for_status(response)
-                    for field, value in _sse_messages(response.iter_lines()):
+                    if response.status_code in RETRY_STATUSES:
+                        raise httpx.RemoteProtocolError(f"HTTP {response.status_code}")
+                    raise_for_status(response)
+                    for field, value in sse_messages(response.iter_lines()):
                         if field == "retry":
                             retry_s = value / 1000.0
                             continue
@@ -212,33 +320,54 @@ class Client:
                 if failures >= STREAM_RETRIES:
                     raise
                 log.info("event stream of %s dropped (%s); reconnecting after seq %d", job_id, exc, last)
-            time.sleep(retry_s)
+            self.sleep(retry_s)
 
     # ------------------------------------------------------------ artifacts
 
     def list_artifacts(self, job_id: str) -> list[ArtifactInfo]:
-        body = self._json("GET", f"/v1/jobs/{job_id}/artifacts")
+        body = self.request("GET", f"/v1/jobs/{job_id}/artifacts").json()
         items = body["data"] if isinstance(body, dict) else body
         return [ArtifactInfo(a["name"], int(a["size_bytes"]), a["sha256"], a["content_type"]) for a in items]
 
     def download_artifact(
         self, job_id: str, name: str, dest: str | os.PathLike[str], *, sha256: str | None = None
     ) -> Path:
-        """Stream an artifact to `dest`, checking its sha256 (given, or the server's ETag).
+        """Stream an artifact to `dest`, checking its sha256 (given, or the server's strong ETag).
 
-        The file is written as `dest.part` and renamed only once the hash matches.
+        Written as `dest.part`; a connection that breaks mid-body is resumed with `Range` (and
+        `If-Range`, so a changed file restarts from zero); renamed only once the hash matches.
         """
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
+        expected = sha256
         digest = hashlib.sha256()
+        written, failures = 0, 0
         try:
-            with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
-                _raise_for_status(response)
-                expected = sha256 or response.headers.get("ETag", "").strip('"').removeprefix("W/").strip('"')
-                with open(part, "wb") as out:
-                    for chunk in response.iter_bytes(CHUNK_BYTES):
-                        digest.update(chunk)
-                        out.write(chunk)
+            with open(part, "wb") as out:
+                while True:
+                    headers = {}
+                    if written:
+                        headers = {"Range": f"bytes={written}-", "If-Range": f'"{expected}"'}
+                    try:
+                        with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}", headers=headers) as rsp:
+                            raise_for_status(rsp)
+                            etag = rsp.headers.get("ETag", "").removeprefix("W/").strip('"')
+                            expected = expected or etag
+                            if written and rsp.status_code != 206:  # the server sent the whole file again
+                                out.seek(0)
+                                out.truncate()
+                                digest, written = hashlib.sha256(), 0
+                            for chunk in rsp.iter_bytes():  # as received: a break loses no bytes
+                                out.write(chunk)
+                                digest.update(chunk)
+                                written += len(chunk)
+                        break
+                    except (httpx.TransportError, httpx.StreamError) as exc:
+                        failures += 1
+                        if failures >= STREAM_RETRIES or not expected:
+                            raise
+                        log.info("download of %s broke after %d bytes (%s); resuming", name, written, exc)
+                        self.sleep(self._backoff(failures - 1))
             if not expected:
                 raise ChecksumError(f"{name}: the server sent no sha256 to check the download against")
             if digest.hexdigest() != expected:
@@ -249,35 +378,7 @@ class Client:
         return dest
 
 
-def _sse_messages(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    """Parse a text/event-stream: yields ("event", Event) per message and ("retry", ms) per retry field.
-
-    Messages are separated by blank lines; `data:` lines join with newlines; lines starting
-    with ':' are comments (keep-alives). The data is the event's `data` object, or a whole
-    event (`{seq, type, data}`).
-    """
-    seq: str | None = None
-    kind = "message"
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                body = json.loads("\n".join(data))
-                if isinstance(body, dict) and {"seq", "type", "data"} <= body.keys():
-                    yield "event", Event(int(body["seq"]), body["type"], body["data"] or {})
-                elif seq is not None:
-                    yield "event", Event(int(seq), kind, body if isinstance(body, dict) else {"value": body})
-            seq, kind, data = None, "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "id":
-            seq = value
-        elif field == "event":
-            kind = value
-        elif field == "data":
-            data.append(value)
-        elif field == "retry" and value.isdigit():
-            yield "retry", int(value)
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield chunk

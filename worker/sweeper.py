@@ -24,6 +24,7 @@ from ganft.db.session import get_engine, session_scope
 from ganft.db.tables import utcnow
 from ganft.repo import lifecycle
 from ganft.settings import Settings
+from worker import webhooks
 from worker.app import QUEUE, RUN_JOB
 
 # A queued job's message is resent when it was sent this many lease periods ago and the job
@@ -65,6 +66,7 @@ def sweep_once(app: Celery, settings: Settings) -> SweepResult:
             lifecycle.undo_dispatch(session, job_ids=failed)
     if result.dispatched:
         log.info("dispatched %d queued job(s): %s", len(result.dispatched), ", ".join(result.dispatched))
+    webhooks.deliver_due(settings)  # signed POSTs about finished jobs (worker/webhooks.py)
     return result
 
 

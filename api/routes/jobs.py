@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from api.deps import JobDep, QueueDep, SessionDep, SettingsDep, TenantDep
 from api.problems import Problem, from_validation_error, invalid
+from api.routes import webhooks as webhook_routes
 from api.schemas import JobCreate, JobOut, JobStatus, ListOf
 from ganft.db.tables import Job
-from ganft.repo import datasets, jobs, models
+from ganft.repo import datasets, jobs, models, webhooks
 from ganft.repo.keys import Principal
 from ganft.repo.pages import InvalidCursor
 from ganft.states import InvalidTransition
@@ -87,6 +88,7 @@ def create_job(
             return _replay(response, existing, parsed)
     _check_references(session, tenant, parsed.spec)
     spec = parsed.spec
+    webhook_url = spec.webhook_url or webhooks.tenant_default_url(session, tenant_id=tenant.tenant_id)
     try:
         job = jobs.create(
             session,
@@ -105,6 +107,7 @@ def create_job(
             idempotency_key=idempotency_key,
             request_hash=parsed.request_hash,
         )
+        job.webhook_url = webhook_url  # fixed now: a later change of the tenant default leaves this job alone
         session.commit()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
@@ -192,3 +195,6 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
         raise Problem(409, f"job {job.id!r} already finished ({exc.current}); it cannot be cancelled") from None
     session.commit()
     return JobOut.of(updated)
+
+
+router.include_router(webhook_routes.router)  # GET /v1/jobs/{id}/webhooks

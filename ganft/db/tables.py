@@ -66,6 +66,8 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ten"))
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    webhook_url: Mapped[str | None] = mapped_column(Text)  # default for jobs that name none
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))  # whsec_...; when GANFT_WEBHOOK_SECRET is ""
 
 
 class ApiKey(Base):
@@ -143,6 +145,7 @@ class Job(Base):
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", Json, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the JobCreate body
+    webhook_url: Mapped[str | None] = mapped_column(Text)  # the job's, or its tenant's default at creation
 
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # 1 on the first claim
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
@@ -205,3 +208,29 @@ class Artifact(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     storage_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+WEBHOOK_STATUSES = ("pending", "delivered", "failed")
+
+
+class WebhookDelivery(Base):
+    """One webhook message about a job (its terminal state) and the outcome of its latest attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        _status_check("status", WEBHOOK_STATUSES),
+        UniqueConstraint("job_id", "event_type", name="uq_webhook_deliveries_job_event"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))  # webhook-id
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(String(40))  # job.succeeded | job.failed | job.cancelled
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # None once settled
+    last_status_code: Mapped[int | None] = mapped_column(Integer)  # HTTP status of the latest attempt
+    last_error: Mapped[str | None] = mapped_column(Text)  # connection error or non-2xx summary
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -4,6 +4,7 @@ rows are ever visible through the API."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from sqlalchemy import delete, exists, select, update
@@ -54,6 +55,15 @@ def mark_ready(
 def discard_upload(session: Session, *, dataset_id: str) -> None:
     """Remove the row of an upload that failed (its file is removed by the caller)."""
     session.execute(delete(Dataset).where(Dataset.id == dataset_id, Dataset.status == "uploading"))
+
+
+def purge_stale_uploads(session: Session, *, created_before: dt.datetime) -> list[str]:
+    """Delete `uploading` rows older than `created_before` (their API process died mid-upload);
+    returns their ids so the caller removes their files (`datasets/{id}/`, partial temp files too)."""
+    statement = (
+        delete(Dataset).where(Dataset.status == "uploading", Dataset.created_at < created_before).returning(Dataset.id)
+    )
+    return list(session.scalars(statement))
 
 
 def get(

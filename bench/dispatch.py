@@ -1,0 +1,158 @@
+"""Dispatch latency: `POST /v1/jobs` until a warm worker has claimed the job (status `running`).
+
+Target: p50 under 200 ms.
+
+    python bench/dispatch.py [--jobs 10] [--record]
+
+Runs the production commands on 127.0.0.1: `uvicorn api.main:app --workers 1` and
+`celery -A worker.app worker -Q gpu -c 1` (prefork), Redis database 14 as the broker, a
+private Postgres database. One warm-up job first (the worker's first task imports the runner);
+then, one after another, each job is created through the API, watched in the database every
+5 ms until it is `running`, and cancelled through the API; the next one is posted once the
+worker has let go of it (terminal status).
+
+Reported: the client's view (POST sent -> `running` seen in the database), the server's
+timestamps (created_at -> dispatched_at: the API's publish; -> started_at: the claim), and, as
+the alternative for scale, the `POST /v1/jobs` round trip itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Any
+
+import common
+import httpx
+
+TARGET_P50_MS = 200.0
+POLL_S = 0.005  # how often the job row is read while waiting for the claim
+
+
+def job_row(stack: common.Stack, job_id: str) -> Any:
+    from sqlalchemy import select
+
+    from ganft.db.session import session_scope
+    from ganft.db.tables import Job
+
+    with session_scope(stack.engine()) as session:
+        return session.execute(
+            select(Job.status, Job.created_at, Job.dispatched_at, Job.started_at).where(Job.id == job_id)
+        ).one()
+
+
+def wait_until(stack: common.Stack, job_id: str, statuses: set[str], timeout_s: float) -> tuple[Any, float]:
+    """Poll the job row until its status is one of `statuses`; (row, perf_counter when seen)."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        row = job_row(stack, job_id)
+        if row.status in statuses:
+            return row, time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"job {job_id} still {row.status} after {timeout_s:g} s")
+        time.sleep(POLL_S)
+
+
+def one_job(stack: common.Stack, client: httpx.Client, dataset_id: str, seed: int) -> dict[str, Any]:
+    body = {"method": "ssgan", "dataset_id": dataset_id, "hyperparameters": {"steps": 5000}, "seed": seed}
+    sent = time.perf_counter()
+    response = client.post("/v1/jobs", json=body)
+    answered = time.perf_counter()
+    response.raise_for_status()
+    job_id = response.json()["id"]
+    row, seen = wait_until(stack, job_id, {"running", "succeeded", "failed", "cancelled"}, 60)
+    if row.status != "running":
+        raise RuntimeError(f"job {job_id} ended {row.status} before it was seen running")
+    client.post(f"/v1/jobs/{job_id}/cancel").raise_for_status()
+    wait_until(stack, job_id, {"cancelled", "succeeded", "failed"}, 120)
+    return {
+        "job_id": job_id,
+        "post_ms": (answered - sent) * 1000,
+        "client_ms": (seen - sent) * 1000,
+        # None when the worker claimed the job before the API recorded its publish (the API only marks
+        # jobs that are still queued).
+        "publish_ms": None
+        if row.dispatched_at is None
+        else (row.dispatched_at - row.created_at).total_seconds() * 1000,
+        "claim_ms": (row.started_at - row.created_at).total_seconds() * 1000,
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": common.machine().__dict__, "jobs": []}
+    # A short grace: a cancelled job's child that has not reached its training loop yet is killed sooner.
+    with common.service_stack(GANFT_CANCEL_GRACE_S="1") as stack:
+        key = stack.create_keys("bench", 1)[0]
+        with common.api_server(stack, workers=1) as api, common.celery_worker(stack) as worker:
+            dataset_id = common.upload_small_dataset(api.url, key)
+            with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+                try:
+                    warm = one_job(stack, client, dataset_id, seed=0)
+                    print(f"warm-up: claimed {warm['client_ms']:.0f} ms after the POST", flush=True)
+                    for i in range(args.jobs):
+                        results["load_before"] = results.get("load_before") or common.load_average()
+                        run = one_job(stack, client, dataset_id, seed=i + 1)
+                        results["jobs"].append(run)
+                        print(f"job {i + 1}: POST {run['post_ms']:.0f} ms, running after {run['client_ms']:.0f} ms "
+                              f"(claim at +{run['claim_ms']:.0f} ms)", flush=True)  # fmt: skip
+                except Exception:
+                    sys.stderr.write(f"---- worker log ----\n{worker.logs()}\n")
+                    raise
+            results["load_after"] = common.load_average()
+    return results
+
+
+def _stats(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return f"{statistics.median(ordered):.0f} | {p90:.0f} | {ordered[-1]:.0f}"
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    m = common.Machine(**results["machine"])
+    jobs = results["jobs"]
+    p50 = statistics.median(j["client_ms"] for j in jobs)
+    published = [j["publish_ms"] for j in jobs if j["publish_ms"] is not None]
+    rows = [
+        "| measure (ms) | p50 | p90 | max |",
+        "| --- | --- | --- | --- |",
+        f"| client: POST sent -> `running` seen (5 ms polls) | {_stats([j['client_ms'] for j in jobs])} |",
+        f"| server: created_at -> started_at (the claim) | {_stats([j['claim_ms'] for j in jobs])} |",
+        f"| server: created_at -> dispatched_at (published; {len(published)} of {len(jobs)} recorded) "
+        f"| {_stats(published) if published else '- | - | -'} |",
+        f"| alternative: the `POST /v1/jobs` round trip | {_stats([j['post_ms'] for j in jobs])} |",
+    ]
+    return (
+        f"`python bench/dispatch.py {' '.join(args.argv)}` ({m.describe()}). {len(jobs)} jobs one after another "
+        "after a warm-up job; `uvicorn api.main:app --workers 1` + `celery -A worker.app worker -Q gpu -c 1` "
+        f"(prefork), Redis broker, Postgres; load average {results['load_before']} before, "
+        f"{results['load_after']} after. `dispatched_at` stays empty when the worker claims a job before the API "
+        "records its publish (it only marks jobs still queued).\n\n" + "\n".join(rows) + "\n\n"
+        f"Target p50 < {TARGET_P50_MS:.0f} ms: {p50:.0f} ms -> {'met' if p50 < TARGET_P50_MS else 'missed'}.\n"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10, help="measured jobs (after one warm-up job)")
+    parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
+    parser.add_argument("--section", default="service: dispatch", help="RESULTS.md section title")
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    results = measure(args)
+    common.write_json("dispatch", results)
+    text = report(results, args)
+    print(text)
+    if args.record:
+        common.write_section(args.section, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""`ganft jobs ...`: create, list, show, cancel, watch (live progress bar) and logs.
+
+`jobs watch` exits 0 when the job succeeds, 3 when it fails and 4 when it is cancelled, so a
+script can `ganft jobs watch $JOB && ganft artifacts download $JOB model.pt2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ganft.cli_user import common_options, emit_json, plain, show, show_detail, with_client
+
+if TYPE_CHECKING:
+    from ganft.client import Client
+    from ganft.client_types import Event, Job
+
+JOB_COLUMNS = ("id", "method", "status", "step", "total_steps", "created_at")
+EXIT_FAILED = 3
+EXIT_CANCELLED = 4
+SHOWN_METRICS = 4  # latest metrics shown next to the progress bar
+
+
+def parse_pairs(pairs: list[str], *, json_values: bool) -> dict[str, Any]:
+    """`key=value` arguments as a dict; values parsed as JSON when `json_values` (else strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {pair!r}")
+        if json_values:
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value  # a bare word: a string
+        else:
+            out[key] = value
+    return out
+
+
+def job_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The JobCreate body: `--spec` file (if any) overridden by the flags given."""
+    spec: dict[str, Any] = json.loads(Path(args.spec).read_text()) if args.spec else {}
+    flags = {
+        "method": args.method,
+        "dataset_id": args.dataset,
+        "validation_dataset_id": args.validation,
+        "base_model_id": args.base_model,
+        "evaluator_model_id": args.evaluator,
+        "seed": args.seed,
+        "max_runtime_s": args.max_runtime,
+        "webhook_url": args.webhook_url,
+    }
+    spec.update({k: v for k, v in flags.items() if v is not None})
+    if args.hp:
+        spec["hyperparameters"] = {**spec.get("hyperparameters", {}), **parse_pairs(args.hp, json_values=True)}
+    if args.metadata:
+        spec["metadata"] = {**spec.get("metadata", {}), **parse_pairs(args.metadata, json_values=False)}
+    if "method" not in spec or "dataset_id" not in spec:
+        raise ValueError("a job needs --method and --dataset (or a --spec file with them)")
+    return spec
+
+
+def _row(job: Job) -> dict[str, Any]:
+    return {**plain(job), "step": job.progress.step, "total_steps": job.progress.total_steps}
+
+
+def _create(api: Client, args: argparse.Namespace) -> int:
+    job = api.create_job(job_spec(args), idempotency_key=args.idempotency_key)
+    if args.json:
+        emit_json(job)
+    else:
+        sys.stdout.write(f"{job.id}\n")
+        sys.stderr.write(f"created {job.method} job {job.id} ({job.status}); follow it: ganft jobs watch {job.id}\n")
+    return 0
+
+
+def _list(api: Client, args: argparse.Namespace) -> int:
+    page = api.list_jobs(status=args.status, limit=args.limit)
+    if args.json:
+        emit_json(page.data)
+        return 0
+    return show([_row(j) for j in page.data], args, JOB_COLUMNS)
+
+
+def _show(api: Client, args: argparse.Namespace) -> int:
+    return show_detail(api.get_job(args.id), args)
+
+
+def _cancel(api: Client, args: argparse.Namespace) -> int:
+    job = api.cancel_job(args.id)
+    return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
+
+
+def _exit_code(status: str) -> int:
+    return {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(status, 1)
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    shown = list(metrics.items())[:SHOWN_METRICS]
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown)
+
+
+def _watch(api: Client, args: argparse.Namespace) -> int:
+    """A tqdm bar (step/total, steps/s, ETA, latest metrics) fed by the job's event stream."""
+    from tqdm import tqdm
+
+    job = api.get_job(args.id)
+    with tqdm(
+        total=job.progress.total_steps or None,
+        initial=job.progress.step,
+        unit="step",
+        desc=job.id,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=args.json,
+    ) as bar:
+        last: Event | None = None
+        for event in api.watch(args.id):
+            last = event
+            data = event.data
+            if event.type in ("progress", "evaluation") and "step" in data:
+                bar.total = data.get("total_steps") or bar.total
+                bar.update(max(0, int(data["step"]) - bar.n))
+                rate = data.get("steps_per_second")
+                postfix = _metrics_text(data.get("metrics") or {})
+                bar.set_postfix_str(f"{rate:.1f} step/s {postfix}" if rate else postfix)
+            elif event.type == "log" and data.get("message"):
+                bar.write(f"[step {data.get('step', '?')}] {data['message']}")
+            elif event.type == "status":
+                bar.write(f"status: {data.get('status')}" + (f" ({data['reason']})" if data.get("reason") else ""))
+    job = api.get_job(args.id)
+    if args.json:
+        emit_json(job)
+    elif job.error is not None:
+        sys.stderr.write(f"{job.id} {job.status}: {job.error.code}: {job.error.message}\n")
+    else:
+        sys.stderr.write(f"{job.id} {job.status}" + (f" (last event {last.seq})\n" if last else "\n"))
+    return _exit_code(job.status)
+
+
+def _logs(api: Client, args: argparse.Namespace) -> int:
+    """Status changes, evaluations and log lines, in order (`--follow`: until the job ends)."""
+    events = api.watch(args.id) if args.follow else iter(api.list_events(args.id))
+    for event in events:
+        if args.json:
+            sys.stdout.write(json.dumps({"seq": event.seq, "type": event.type, "data": event.data}) + "\n")
+            continue
+        data = event.data
+        if event.type == "status":
+            error = data.get("error") or {}
+            text = f"status {data.get('status')}" + (f": {error.get('code')}: {error.get('message')}" if error else "")
+        elif event.type == "log":
+            text = f"step {data.get('step')}: {data.get('message')}"
+        elif event.type == "evaluation":
+            text = f"evaluation at step {data.get('step')}: {_metrics_text(data.get('metrics') or {})}"
+        else:
+            continue  # progress and checkpoint events are what `watch` shows
+        sys.stdout.write(f"{event.seq:>5}  {text}\n")
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """Add `jobs` to the `ganft` sub-command parser."""
+    common = common_options()
+    jobs = commands.add_parser("jobs", help="create, list, show, cancel, watch training jobs")
+    sub = jobs.add_subparsers(dest="jobs_command", required=True)
+
+    create = sub.add_parser("create", parents=[common], help="create a training job; prints its id")
+    create.add_argument("--spec", type=Path, default=None, help="a JobCreate JSON file; flags override it")
+    create.add_argument("--method", choices=("ssgan", "adapt"), default=None)
+    create.add_argument("--dataset", default=None, help="dataset id")
+    create.add_argument("--validation", default=None, help="validation dataset id")
+    create.add_argument("--base-model", default=None, help="model id to start from")
+    create.add_argument("--evaluator", default=None, help="adapt: classifier id for FID/KID")
+    create.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter (JSON value)")
+    create.add_argument("--seed", type=int, default=None)
+    create.add_argument("--max-runtime", type=int, default=None, metavar="SECONDS")
+    create.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--webhook-url", default=None, help="POSTed (signed) when the job ends")
+    create.add_argument("--idempotency-key", default=None, help="default: a fresh one")
+    create.set_defaults(run=with_client(_create))
+
+    listing = sub.add_parser("list", parents=[common], help="your jobs, newest first")
+    listing.add_argument("--status", default=None)
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(run=with_client(_list))
+
+    for name, handler, text in (
+        ("show", _show, "one job with progress, error and result"),
+        ("cancel", _cancel, "cancel a job"),
+        ("watch", _watch, "live progress until the job ends (exit 0 succeeded, 3 failed, 4 cancelled)"),
+    ):
+        cmd = sub.add_parser(name, parents=[common], help=text)
+        cmd.add_argument("id")
+        cmd.set_defaults(run=with_client(handler))
+    logs = sub.add_parser("logs", parents=[common], help="status changes, evaluations and log lines")
+    logs.add_argument("id")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following until the job ends")
+    logs.set_defaults(run=with_client(_logs))
