@@ -7,9 +7,10 @@
         with celery_worker(stack) as worker: ...   # `celery -A worker.app worker -Q gpu -c 1`
 
 Everything runs against 127.0.0.1 only: Postgres (a `ganft_bench_<hex>` database, dropped at
-the end), Redis database 14 (flushed at start and end), a uvicorn and a Celery subprocess in
-sessions of their own (stopped by process group at the end). Memory figures come from /proc
-(Linux): `VmRSS` now, and `VmHWM` (peak) after resetting it through `/proc/PID/clear_refs`.
+the end), a Redis database of its own (14, or the next free one down to 10; flushed), uvicorn
+and Celery subprocesses in sessions of their own (stopped by process group at the end). Memory
+figures come from /proc (Linux): `VmRSS` now, and `VmHWM` (peak) after resetting it through
+`/proc/PID/clear_refs`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
 OUT = Path(__file__).with_name("out")
 PG_ADMIN_URL = os.environ.get("GANFT_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-BROKER_URL = os.environ.get("GANFT_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = os.environ.get("GANFT_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+BROKER_DBS = (14, 13, 12, 11, 10)  # Redis databases a run may take as its broker (the tests use 15)
+BROKER_LOCK_S = 3 * 3600  # a crashed run's claim on a database expires after this
 MIB = 1024**2
 
 
@@ -183,6 +186,7 @@ class Stack:
 
     database_url: str
     data_dir: Path
+    broker_url: str
     env: dict[str, str] = field(default_factory=dict)
 
     def engine(self) -> Any:
@@ -202,18 +206,44 @@ class Stack:
         from ganft.settings import Settings
 
         return Settings(
-            data_dir=self.data_dir, database_url=self.database_url, broker_url=BROKER_URL,
+            data_dir=self.data_dir, database_url=self.database_url, broker_url=self.broker_url,
             store_url=self.env["GANFT_STORE_URL"],
         )  # fmt: skip
 
 
 @contextmanager
-def service_stack(tmp_dir: Path | None = None, **env: str) -> Iterator[Stack]:
-    """A fresh `ganft_bench_<hex>` database migrated to head, a data folder, Redis db 14 flushed.
+def own_broker() -> Iterator[str]:
+    """The URL of a Redis database that this run alone uses (the first free of BROKER_DBS), flushed.
 
-    `env` adds variables for the processes started on this stack (e.g. GANFT_RATE_LIMIT_PER_S).
+    Two runs sharing one would take (and flush) each other's Celery messages. A run claims its
+    database with a lock key inside it (SET NX, expiring) and flushes it, lock included, at the end.
     """
     import redis
+
+    token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    for db in BROKER_DBS:
+        client = redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=2)
+        if client.set("ganft-bench:lock", token, nx=True, ex=BROKER_LOCK_S):
+            break
+        client.close()
+    else:
+        raise RuntimeError(f"every Redis database in {BROKER_DBS} is taken by another benchmark run")
+    try:
+        for key in client.scan_iter():
+            if key != b"ganft-bench:lock":
+                client.delete(key)  # leftovers of a crashed run
+        yield f"{REDIS_URL}/{db}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@contextmanager
+def service_stack(tmp_dir: Path | None = None, **env: str) -> Iterator[Stack]:
+    """A fresh `ganft_bench_<hex>` database migrated to head, a data folder, a Redis database of its own.
+
+    `env` adds variables for the processes started on this stack (e.g. GANFT_CANCEL_GRACE_S).
+    """
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -224,30 +254,29 @@ def service_stack(tmp_dir: Path | None = None, **env: str) -> Iterator[Stack]:
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    broker = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=2)
-    broker.flushdb()
-    with tempfile.TemporaryDirectory(prefix="ganft-bench-", dir=tmp_dir) as folder:
-        data_dir = Path(folder) / "data"
-        data_dir.mkdir()
-        stack = Stack(url, data_dir)
-        stack.env = {
-            "GANFT_DATA_DIR": str(data_dir),
-            "GANFT_DATABASE_URL": url,
-            "GANFT_BROKER_URL": BROKER_URL,
-            "GANFT_STORE_URL": (data_dir / "store").as_uri(),
-            **env,
-        }
-        try:
+    try:
+        with own_broker() as broker_url, tempfile.TemporaryDirectory(prefix="ganft-bench-", dir=tmp_dir) as folder:
+            data_dir = Path(folder) / "data"
+            data_dir.mkdir()
+            stack = Stack(url, data_dir, broker_url)
+            stack.env = {
+                "GANFT_DATA_DIR": str(data_dir),
+                "GANFT_DATABASE_URL": url,
+                "GANFT_BROKER_URL": broker_url,
+                "GANFT_STORE_URL": (data_dir / "store").as_uri(),
+                **env,
+            }
             upgrade(url)
-            yield stack
-        finally:
-            from ganft.db.session import get_engine
+            try:
+                yield stack
+            finally:
+                from ganft.db.session import get_engine
 
-            get_engine(url).dispose()
-            broker.flushdb()
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+                get_engine(url).dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 # ---------------------------------------------------------------- processes

@@ -10,7 +10,8 @@ default. The rounds alternate (CLI, service, CLI, service ...) so that a change 
 load hits both about equally.
 
 - CLI: wall time of `python -m ganft_core train SPEC --data digits.npz --out DIR` (process start,
-  torch import, data load, training, evaluation, export, artifacts).
+  torch import, data load, training, evaluation, export, artifacts). Both paths train with the
+  same number of torch threads (`--threads`, default the worker's: half the CPUs).
 - Service: the dataset is uploaded once beforehand; wall time from `POST /v1/jobs` until the job
   is seen `succeeded` in the database (polled every 20 ms), with `uvicorn api.main:app` and
   `celery -A worker.app worker -Q gpu -c 1` (prefork) running on 127.0.0.1. Its parts, from
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -51,11 +53,12 @@ def digits_npz() -> bytes:
     return buffer.getvalue()
 
 
-def run_cli(spec_path: Path, data: Path, out: Path) -> dict[str, Any]:
+def run_cli(spec_path: Path, data: Path, out: Path, threads: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "ganft_core", "train", str(spec_path), "--data", str(data), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads, as the worker's child sets
     load = common.load_average()
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, cwd=common.ROOT, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"the CLI failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-2000:]}")
@@ -105,8 +108,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "hyperparameters": {"steps": args.steps, "batch_size": 32, "unlabeled_batch_size": 32},
         "seed": 0,
     }
-    results: dict[str, Any] = {"machine": common.machine().__dict__, "spec": spec, "runs": []}
-    with common.service_stack() as stack:
+    results: dict[str, Any] = {"machine": common.machine().__dict__, "spec": spec, "threads": args.threads, "runs": []}
+    with common.service_stack(GANFT_TORCH_THREADS=str(args.threads)) as stack:
         data = stack.data_dir / "digits.npz"
         data.write_bytes(digits_npz())
         spec_path = stack.data_dir / "spec.json"
@@ -127,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     for i in range(args.rounds):
                         for path in ("cli", "service"):
                             if path == "cli":
-                                run = run_cli(spec_path, data, stack.data_dir / f"cli-run-{i}")
+                                run = run_cli(spec_path, data, stack.data_dir / f"cli-run-{i}", args.threads)
                             else:
                                 run = run_service(stack, client, spec, dataset_id)
                             results["runs"].append(run)
@@ -160,8 +163,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     pairs = ", ".join(f"{s / c:.3f}" for c, s in zip(cli, service, strict=True))
     return (
         f"`python bench/service_overhead.py {' '.join(args.argv)}` ({m.describe()}). Spec "
-        f"`{json.dumps(results['spec'])}` on digits (64 features, 10 labels per class); CPU training (torch's "
-        "default threads) in both paths.\n\n" + "\n".join(rows) + "\n\n"
+        f"`{json.dumps(results['spec'])}` on digits (64 features, 10 labels per class); CPU training with "
+        f"{results['threads']} torch thread(s) in both paths (GANFT_TORCH_THREADS for the worker's child, "
+        "OMP_NUM_THREADS for the CLI).\n\n" + "\n".join(rows) + "\n\n"
         f"Mean wall time: CLI {statistics.mean(cli):.1f} s, service {statistics.mean(service):.1f} s; service / CLI "
         f"= {ratio:.3f} (per round: {pairs}). Target < {1 + TARGET_OVERHEAD:.2f}: "
         f"{'met' if ratio < 1 + TARGET_OVERHEAD else 'missed'}.\n"
@@ -172,6 +176,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="ssgan steps of the job")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (CLI, service)")
+    parser.add_argument(
+        "--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+        help="torch CPU threads in both paths (default: half the CPUs, the worker's default)",
+    )  # fmt: skip
     parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
     parser.add_argument("--section", default="service: overhead", help="RESULTS.md section title")
     args = parser.parse_args(argv)

@@ -139,7 +139,7 @@ def main() -> None:
     hp = TrainSpec.model_validate({"method": "ssgan", "hyperparameters": overrides}).hyperparameters
     body = (
         f"`python bench/ssgan_digits.py{' --set ' + ' '.join(args.set) if args.set else ''}` — commit "
-        f"`{commit()}`, {machine()}, torch {torch.__version__}, {args.threads} threads "
+        f"`{commit()}`, {machine()}, torch {torch.__version__}, {args.threads} thread(s) "
         "(the CPU is shared with other work; seconds are wall time of `train()`, incl. control, eval, export).\n\n"
         f"Hyperparameters: `{json.dumps(hp.model_dump(exclude_defaults=False))}`\n\n"
         "| seed | ssgan accuracy | control accuracy | delta | seconds |\n|---|---|---|---|---|\n"

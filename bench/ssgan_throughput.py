@@ -13,7 +13,7 @@ in the plain loop, torch.profiler over `train()`.
 
     python bench/ssgan_throughput.py [--steps 300] [--threads 2] [--rounds 3] [--no-record]
 
-Writes the `## ssgan throughput` section of bench/RESULTS.md.
+Writes the `## ssgan throughput` section of bench/RESULTS.md (`(N threads)` added with --threads N != 2).
 """
 
 from __future__ import annotations
@@ -149,14 +149,19 @@ def main() -> None:
         wall, cpu, _ = core_loop(args.steps)
         core_wall.append(wall)
         core_cpu.append(cpu)
-        print(f"round {round_ + 1}: plain {plain_wall[-1]:.1f} steps/s ({plain_cpu[-1]:.1f} per CPU s), "
-              f"train() {core_wall[-1]:.1f} steps/s ({core_cpu[-1]:.1f} per CPU s)", flush=True)
+        print(
+            f"round {round_ + 1}: plain {plain_wall[-1]:.1f} steps/s ({plain_cpu[-1]:.1f} per CPU s), "
+            f"train() {core_wall[-1]:.1f} steps/s ({core_cpu[-1]:.1f} per CPU s)",
+            flush=True,
+        )
     _, _, table = core_loop(min(args.steps, 100), profile=True)
     ratio_wall, ratio_cpu = max(core_wall) / max(plain_wall), max(core_cpu) / max(plain_cpu)
     total = sum(sections.values())
     split = ", ".join(f"{name} {100 * t / total:.0f}%" for name, t in sections.items())
-    print(f"best: plain {max(plain_wall):.1f} steps/s, train() {max(core_wall):.1f} steps/s, ratio {ratio_wall:.2f}; "
-          f"per CPU second ratio {ratio_cpu:.2f}\nplain loop: {split}")
+    print(
+        f"best: plain {max(plain_wall):.1f} steps/s, train() {max(core_wall):.1f} steps/s, ratio {ratio_wall:.2f}; "
+        f"per CPU second ratio {ratio_cpu:.2f}\nplain loop: {split}"
+    )
     print(table)
     if args.no_record:
         return
@@ -173,7 +178,8 @@ def main() -> None:
         "`train()` profile (torch.profiler, 100 steps incl. setup and artifacts, top ops by self CPU time):\n\n"
         f"```\n{table.strip()}\n```\n"
     )
-    write_section("ssgan throughput", body)
+    threads = "" if args.threads == 2 else f" ({args.threads} thread{'s' if args.threads > 1 else ''})"
+    write_section(f"ssgan throughput{threads}", body)
 
 
 if __name__ == "__main__":
