@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import procfs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -97,9 +98,9 @@ def run_wrk(
         "-s", str(LUA), url,
     ]  # fmt: skip
     pids = server_pids or []
-    cpu_before = sum(common.cpu_seconds(p) for p in pids)
+    cpu_before = sum(procfs.cpu_seconds(p) for p in pids)
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    cpu = sum(common.cpu_seconds(p) for p in pids) - cpu_before
+    cpu = sum(procfs.cpu_seconds(p) for p in pids) - cpu_before
     line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_JSON "))
     raw = json.loads(line.removeprefix("WRK_JSON "))
     errors = sum(raw[k] for k in raw if k.startswith("errors_"))
@@ -249,7 +250,7 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         + ("met" if r["rps"] >= TARGET_RPS and r["p99_ms"] < TARGET_P99_MS else "missed")
         for r in get
     )
-    baseline = f" `baseline` = the server run from `{args.baseline}`." if args.baseline else ""
+    baseline = f" `baseline` = the same server run from {args.baseline_name or args.baseline}." if args.baseline else ""
     return (
         f"`python bench/api_load.py {' '.join(args.argv)}` ({m.describe()}). "
         f"`wrk -t{args.threads} -c{args.connections} -d{args.duration}s` on the same 2 CPUs, {KEYS} API keys "
@@ -278,6 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--server-args", nargs="*", default=[], help="more uvicorn options for the API server (e.g. --no-access-log)"
     )
     parser.add_argument("--baseline", type=Path, help="also run the server from this checkout (e.g. git archive HEAD)")
+    parser.add_argument("--baseline-name", help="what the baseline is, for the report (e.g. `commit abc1234`)")
     parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
     parser.add_argument("--section", default="service: API load", help="RESULTS.md section title")
     args = parser.parse_args(argv)

@@ -7,10 +7,9 @@
         with celery_worker(stack) as worker: ...   # `celery -A worker.app worker -Q gpu -c 1`
 
 Everything runs against 127.0.0.1 only: Postgres (a `ganft_bench_<hex>` database, dropped at
-the end), a Redis database of its own (14, or the next free one down to 10; flushed), uvicorn
+the end), an empty Redis database of its own (14, else 10, 9, 8, 7; flushed), uvicorn
 and Celery subprocesses in sessions of their own (stopped by process group at the end). Memory
-figures come from /proc (Linux): `VmRSS` now, and `VmHWM` (peak) after resetting it through
-`/proc/PID/clear_refs`.
+and CPU figures of processes: procfs.py.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,12 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from procfs import children
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
 OUT = Path(__file__).with_name("out")
 PG_ADMIN_URL = os.environ.get("GANFT_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("GANFT_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
-BROKER_DBS = (14, 13, 12, 11, 10)  # Redis databases a run may take as its broker (the tests use 15)
+BROKER_DBS = (14, 10, 9, 8, 7)  # Redis databases a run may take as its broker (the tests use 11-13, 15)
+BROKER_LOCK = "ganft-bench:lock"
 BROKER_LOCK_S = 3 * 3600  # a crashed run's claim on a database expires after this
 MIB = 1024**2
 
@@ -90,93 +91,6 @@ def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-# ---------------------------------------------------------------- memory (/proc)
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of `pid` now."""
-    return _status_kib(pid, "VmRSS") * 1024
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """Peak resident set size of `pid` since it started, or since `reset_peak_rss(pid)`."""
-    return _status_kib(pid, "VmHWM") * 1024
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset `pid`'s VmHWM to its current RSS (Linux >= 4.0, own or root processes)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _status_kib(pid: int, field_name: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise ValueError(f"/proc/{pid}/status has no {field_name}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time `pid` has used so far (its threads included, its children not)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12 here.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (from /proc/*/stat)."""
-    out: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Field 4 is the parent pid; the command (field 2) may hold spaces, so split after its `)`.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
-class ChildPeakSampler:
-    """Samples the RSS of `pid`'s children every `interval_s` in a thread; `peak` is the largest seen.
-
-    The dataset inspector is a short-lived child of the API process: its own VmHWM vanishes
-    with it, so it is sampled while it lives (a sampled peak can only under-read).
-    """
-
-    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
-        self.pid = pid
-        self.interval_s = interval_s
-        self.peak = 0
-        self.first_seen: float | None = None  # time.perf_counter() when a child was first seen
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for child in children(self.pid):
-                if self.first_seen is None:
-                    self.first_seen = time.perf_counter()
-                try:
-                    self.peak = max(self.peak, peak_rss_bytes(child))
-                except (OSError, ValueError):
-                    pass  # it exited between the listing and the read
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> ChildPeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 # ---------------------------------------------------------------- database, data folder, env
 
 
@@ -213,25 +127,25 @@ class Stack:
 
 @contextmanager
 def own_broker() -> Iterator[str]:
-    """The URL of a Redis database that this run alone uses (the first free of BROKER_DBS), flushed.
+    """The URL of an empty Redis database that this run alone uses (the first free of BROKER_DBS).
 
-    Two runs sharing one would take (and flush) each other's Celery messages. A run claims its
-    database with a lock key inside it (SET NX, expiring) and flushes it, lock included, at the end.
+    Two runs sharing one would take (and flush) each other's Celery messages. A run claims a
+    database with a lock key inside it (SET NX, expiring) and takes it only if nothing else is
+    there (the tests use 11, 12, 13 and 15 without locks); it flushes it, lock included, at the end.
     """
     import redis
 
     token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     for db in BROKER_DBS:
         client = redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=2)
-        if client.set("ganft-bench:lock", token, nx=True, ex=BROKER_LOCK_S):
-            break
+        if client.set(BROKER_LOCK, token, nx=True, ex=BROKER_LOCK_S):
+            if client.dbsize() == 1:
+                break
+            client.delete(BROKER_LOCK)  # someone else's keys are there: not ours to flush
         client.close()
     else:
-        raise RuntimeError(f"every Redis database in {BROKER_DBS} is taken by another benchmark run")
+        raise RuntimeError(f"no empty, unclaimed Redis database among {BROKER_DBS} at {REDIS_URL}")
     try:
-        for key in client.scan_iter():
-            if key != b"ganft-bench:lock":
-                client.delete(key)  # leftovers of a crashed run
         yield f"{REDIS_URL}/{db}"
     finally:
         client.flushdb()
@@ -457,7 +371,3 @@ def write_section(title: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text if text.endswith("\n") else text + "\n")
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"

@@ -29,6 +29,7 @@ from typing import Any
 
 import common
 import numpy as np
+import procfs
 
 IMAGE = (64, 64, 3)  # uint8 H×W×C: 12 KiB an image
 TARGET_RSS_MIB, TARGET_DOWNLOAD_MBPS = 64, 500
@@ -80,8 +81,8 @@ def curl(args: list[str], output: str = "/dev/stdout") -> dict[str, Any]:
 
 def upload(api: common.ApiServer, key: str, path: Path, *, multipart: bool) -> dict[str, Any]:
     pid = api.worker_pids()[0]
-    rss_before = common.rss_bytes(pid)
-    common.reset_peak_rss(pid)
+    rss_before = procfs.rss_bytes(pid)
+    procfs.reset_peak_rss(pid)
     auth = ["-H", f"Authorization: Bearer {key}", "-H", "Expect:"]
     if multipart:
         args = [*auth, "-F", f"file=@{path};type=application/octet-stream", "-F", "format=npz",
@@ -91,7 +92,7 @@ def upload(api: common.ApiServer, key: str, path: Path, *, multipart: bool) -> d
                 f"{api.url}/v1/datasets?name=big.npz&format=npz"]  # fmt: skip
     load = common.load_average()
     start = time.perf_counter()
-    with common.ChildPeakSampler(pid) as inspector:
+    with procfs.ChildPeakSampler(pid) as inspector:
         response = curl(args)
     if response["code"] != 201:
         raise RuntimeError(f"upload failed: {response}")
@@ -106,7 +107,7 @@ def upload(api: common.ApiServer, key: str, path: Path, *, multipart: bool) -> d
         "receive_mbps": size / receive_s / MB,
         "total_mbps": size / response["time_total"] / MB,
         "api_rss_before_mib": rss_before / common.MIB,
-        "api_peak_growth_mib": (common.peak_rss_bytes(pid) - rss_before) / common.MIB,
+        "api_peak_growth_mib": (procfs.peak_rss_bytes(pid) - rss_before) / common.MIB,
         "inspector_peak_mib": inspector.peak / common.MIB,
         "load_before": load,
         "dataset": response["body"],
@@ -139,9 +140,9 @@ def register_artifact(stack: common.Stack, dataset: dict[str, Any], store_root: 
 
 def download(api: common.ApiServer, key: str, job_id: str, size: int) -> dict[str, Any]:
     pid = api.worker_pids()[0]
-    rss_before = common.rss_bytes(pid)
-    common.reset_peak_rss(pid)
-    cpu_before = common.cpu_seconds(pid)
+    rss_before = procfs.rss_bytes(pid)
+    procfs.reset_peak_rss(pid)
+    cpu_before = procfs.cpu_seconds(pid)
     load = common.load_average()
     response = curl(
         ["-H", f"Authorization: Bearer {key}", f"{api.url}/v1/jobs/{job_id}/artifacts/big.bin"], output="/dev/null"
@@ -152,8 +153,8 @@ def download(api: common.ApiServer, key: str, job_id: str, size: int) -> dict[st
         "bytes": size,
         "total_s": response["time_total"],
         "mbps": size / response["time_total"] / MB,
-        "api_cpu_s": common.cpu_seconds(pid) - cpu_before,
-        "api_peak_growth_mib": (common.peak_rss_bytes(pid) - rss_before) / common.MIB,
+        "api_cpu_s": procfs.cpu_seconds(pid) - cpu_before,
+        "api_peak_growth_mib": (procfs.peak_rss_bytes(pid) - rss_before) / common.MIB,
         "load_before": load,
     }
 

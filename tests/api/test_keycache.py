@@ -26,11 +26,11 @@ def _revoke(engine: Engine, api_key: str) -> None:
 
 
 def test_entries_expire_after_the_ttl() -> None:
-    cache = KeyCache(ttl_s=0.2)
+    cache = KeyCache(ttl_s=0.5)
     cache.put("gft_00000001_secret", _principal(1))
     assert cache.get("gft_00000001_secret") == _principal(1)
     assert cache.get("gft_00000002_other") is None
-    time.sleep(0.25)
+    time.sleep(0.6)
     assert cache.get("gft_00000001_secret") is None
 
 
