@@ -292,11 +292,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
     results = measure(args)
-    common.write_json("api_load", results)
-    text = table(results, args)
-    print(text)
-    if args.record:
-        common.write_section(args.section, text)
+    common.publish("api_load", results, table(results, args), args)
 
 
 if __name__ == "__main__":

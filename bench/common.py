@@ -371,3 +371,12 @@ def write_section(title: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def publish(name: str, results: dict[str, Any], text: str, args: Any) -> None:
+    """Keep the raw figures in bench/out/NAME.json, print the table, and with `--record` write it
+    to its section of bench/RESULTS.md."""
+    write_json(name, results)
+    print(text)
+    if args.record:
+        write_section(args.section, text)

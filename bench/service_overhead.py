@@ -191,11 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     results = measure(args)
-    common.write_json("service_overhead", results)
-    text = report(results, args)
-    print(text)
-    if args.record:
-        common.write_section(args.section, text)
+    common.publish("service_overhead", results, report(results, args), args)
 
 
 if __name__ == "__main__":

@@ -253,11 +253,7 @@ def main() -> None:
     results = measure(args)
     for u in results["uploads"]:
         u.pop("dataset")
-    common.write_json("transfer", results)
-    text = report(results, args)
-    print(text)
-    if args.record:
-        common.write_section(args.section, text)
+    common.publish("transfer", results, report(results, args), args)
 
 
 if __name__ == "__main__":
