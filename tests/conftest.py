@@ -43,7 +43,10 @@ if TYPE_CHECKING:  # imported lazily: core tests need neither
     from fastapi.testclient import TestClient
 
 PG_ADMIN_URL = os.environ.get("GANFT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-TEST_BROKER_URL = os.environ.get("GANFT_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+# The Redis server every test part uses, each on its own DB number (15 here; worker 11, e2e 12,
+# reliability 13). Point GANFT_TEST_REDIS at a private `redis-server --port N` to run two suites at once.
+TEST_REDIS = os.environ.get("GANFT_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+TEST_BROKER_URL = os.environ.get("GANFT_TEST_BROKER_URL", f"{TEST_REDIS}/15")
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,19 @@ from ganft_core.run import list_checkpoints
 from ganft_core.train import ProgressUpdate, train
 
 LAYOUT = Layout("image", channels=1, height=8, width=8)
-TINY = {"steps": 6, "batch_size": 8, "eval_every": 3, "eval_samples": 16, "log_every": 2, "checkpoint_every": 3,
-        "r1_every": 2, "ada_interval": 2, "ada_speed_images": 200, "z_dim": 16, "deterministic": True}
+TINY = {
+    "steps": 6,
+    "batch_size": 8,
+    "eval_every": 3,
+    "eval_samples": 16,
+    "log_every": 2,
+    "checkpoint_every": 3,
+    "r1_every": 2,
+    "ada_interval": 2,
+    "ada_speed_images": 200,
+    "z_dim": 16,
+    "deterministic": True,
+}
 
 
 def _digits(classes: range, n: int) -> Dataset:
@@ -51,16 +62,30 @@ def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("evaluator")
     torch.manual_seed(0)
     net = build("convnet", {"in_channels": 1, "num_classes": 10, "widths": [8, 16], "norm": "none"})
-    save_model(net.eval(), meta_for(net, class_names=[str(i) for i in range(10)], input_layout=LAYOUT.to_dict()),
-               folder)
+    save_model(
+        net.eval(), meta_for(net, class_names=[str(i) for i in range(10)], input_layout=LAYOUT.to_dict()), folder
+    )
     return folder
 
 
 def test_from_scratch_writes_every_artifact(base_run: tuple[Path, list[ProgressUpdate]]) -> None:
     out, updates = base_run
-    for name in ("model.safetensors", "model.json", "model.pt2", "generator.safetensors", "generator.json",
-                 "discriminator.safetensors", "discriminator.json", "metrics.json", "samples.png", "curves.png",
-                 "samples-00000003.png", "samples-00000006.png", "spec.json", "metrics.jsonl"):
+    for name in (
+        "model.safetensors",
+        "model.json",
+        "model.pt2",
+        "generator.safetensors",
+        "generator.json",
+        "discriminator.safetensors",
+        "discriminator.json",
+        "metrics.json",
+        "samples.png",
+        "curves.png",
+        "samples-00000003.png",
+        "samples-00000006.png",
+        "spec.json",
+        "metrics.jsonl",
+    ):
         assert (out / name).is_file(), name
     meta = json.loads((out / "model.json").read_text())
     assert meta["role"] == "generator" and meta["architecture"] == "conv_g"
@@ -97,17 +122,25 @@ def test_adapting_a_base_model_keeps_freezed_blocks_bit_identical(
 ) -> None:
     base, _ = base_run
     updates: list[ProgressUpdate] = []
-    result = train(_spec(freeze_d_blocks=1, ada=True), _digits(range(5, 10), 20), tmp_path,
-                   validation=_digits(range(5, 10), 40), base_model=base, evaluator=evaluator,
-                   progress=updates.append, device="cpu")
+    result = train(
+        _spec(freeze_d_blocks=1, ada=True),
+        _digits(range(5, 10), 20),
+        tmp_path,
+        validation=_digits(range(5, 10), 40),
+        base_model=base,
+        evaluator=evaluator,
+        progress=updates.append,
+        device="cpu",
+    )
     before, after = load_file(base / "discriminator.safetensors"), load_file(tmp_path / "discriminator.safetensors")
     frozen = [k for k in before if k.startswith("stages.0.")]
     assert frozen
     for key in frozen:
         assert torch.equal(before[key], after[key]), key
     assert any(not torch.equal(before[k], after[k]) for k in before if not k.startswith("stages.0."))
-    assert not torch.equal(load_file(base / "model.safetensors")["fc.0.weight"],
-                           load_file(tmp_path / "model.safetensors")["fc.0.weight"])
+    assert not torch.equal(
+        load_file(base / "model.safetensors")["fc.0.weight"], load_file(tmp_path / "model.safetensors")["fc.0.weight"]
+    )
     assert isinstance(result.metrics["fid"], float) and result.metrics["fid"] >= 0
     assert isinstance(result.metrics["kid"], float)
     assert result.metrics["fid_reference"] == "validation set"
@@ -160,14 +193,19 @@ def test_nan_loss_keeps_the_last_good_checkpoint(base_run: tuple[Path, list[Prog
 
 def test_user_errors_are_typed(base_run: tuple[Path, list[ProgressUpdate]], tmp_path: Path) -> None:
     base, _ = base_run
-    features = Dataset(x=np.zeros((4, 3), np.float32), y=np.zeros(4, np.int64), classes=["a"],
-                       layout=Layout("features", features=3))
+    features = Dataset(
+        x=np.zeros((4, 3), np.float32), y=np.zeros(4, np.int64), classes=["a"], layout=Layout("features", features=3)
+    )
     with pytest.raises(DatasetError):
         train(_spec(), features, tmp_path / "a", device="cpu")
     with pytest.raises(SpecError, match="freeze_d_blocks"):
         train(_spec(freeze_d_blocks=3), _digits(range(5), 20), tmp_path / "b", base_model=base, device="cpu")
-    big = Dataset(x=np.zeros((4, 1, 12, 12), np.float32), y=np.zeros(4, np.int64), classes=["a"],
-                  layout=Layout("image", channels=1, height=12, width=12))
+    big = Dataset(
+        x=np.zeros((4, 1, 12, 12), np.float32),
+        y=np.zeros(4, np.int64),
+        classes=["a"],
+        layout=Layout("image", channels=1, height=12, width=12),
+    )
     with pytest.raises(ModelError, match="generator makes 1×8×8 images"):
         train(_spec(), big, tmp_path / "c", base_model=base, device="cpu")
     with pytest.raises(SpecError, match="z_dim"):

@@ -50,7 +50,11 @@ def run_fresh(workdir: Path, inputs: dict[str, torch.Tensor]) -> dict[str, torch
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     subprocess.run(
         [sys.executable, "-I", "-c", textwrap.dedent(FRESH_LOAD), "inputs.pt", "outputs.pt"],
-        cwd=workdir, env=env, check=True, timeout=300, capture_output=True,
+        cwd=workdir,
+        env=env,
+        check=True,
+        timeout=300,
+        capture_output=True,
     )
     return torch.load(workdir / "outputs.pt", weights_only=True)
 

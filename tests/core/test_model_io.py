@@ -166,9 +166,16 @@ def test_user_written_meta_with_few_fields(tmp_path: Path) -> None:
     """What a user uploads: architecture + the arguments they care about (defaults fill the rest)."""
     net = registry.build("resnet18", {"num_classes": 2, "small_input": True})
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "model.json").write_text(json.dumps({
-        "architecture": "resnet18", "arguments": {"num_classes": 2, "small_input": True},
-        "class_names": ["a", "b"], "role": "classifier"}))
+    (tmp_path / "model.json").write_text(
+        json.dumps(
+            {
+                "architecture": "resnet18",
+                "arguments": {"num_classes": 2, "small_input": True},
+                "class_names": ["a", "b"],
+                "role": "classifier",
+            }
+        )
+    )
     loaded, meta = load_model(tmp_path)
     assert meta.class_names == ["a", "b"] and loaded.fc.out_features == 2
 

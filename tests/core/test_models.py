@@ -140,7 +140,6 @@ TORCHVISION_RESNET18 = [
 ]
 
 
-
 def _bn(prefix: str, c: int) -> list[tuple[str, tuple[int, ...]]]:
     """A BatchNorm2d's state_dict entries."""
     stats = [(f"{prefix}.{k}", (c,)) for k in ("weight", "bias", "running_mean", "running_var")]
@@ -173,8 +172,11 @@ EXAMPLES_DCGAN_D = [
 # Small instances of every classifier: (name, args, input shape).
 CLASSIFIERS = [
     ("mlp", {"in_shape": [6], "num_classes": 3, "hidden": [16, 8]}, (5, 6)),
-    ("mlp", {"in_shape": [1, 8, 8], "num_classes": 4, "hidden": [16], "weight_norm": False, "dropout": 0.2},
-     (5, 1, 8, 8)),
+    (
+        "mlp",
+        {"in_shape": [1, 8, 8], "num_classes": 4, "hidden": [16], "weight_norm": False, "dropout": 0.2},
+        (5, 1, 8, 8),
+    ),
     ("convnet", {"in_channels": 1, "num_classes": 3, "widths": [4, 8]}, (5, 1, 8, 8)),
     ("convnet", {"in_channels": 3, "num_classes": 3, "widths": [4, 8], "norm": "weight"}, (5, 3, 12, 12)),
     ("resnet18", {"num_classes": 3, "in_channels": 1, "small_input": True}, (2, 1, 16, 16)),

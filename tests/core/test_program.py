@@ -42,8 +42,15 @@ class UserCNN(nn.Module):
         return self.fc2(self.drop(x))  # N×K
 
 
-def export_user(module: nn.Module, path: Path, shape: tuple[int, ...] = (1, 8, 8), *, train: bool = False,
-                dynamic: bool = True, decompose: bool = False) -> Path:
+def export_user(
+    module: nn.Module,
+    path: Path,
+    shape: tuple[int, ...] = (1, 8, 8),
+    *,
+    train: bool = False,
+    dynamic: bool = True,
+    decompose: bool = False,
+) -> Path:
     """What a user does: torch.export.export + torch.export.save."""
     module.train(train)
     dims = ({0: torch.export.Dim("batch")},) if dynamic else None
@@ -78,8 +85,14 @@ def run_fresh(workdir: Path, x: torch.Tensor) -> torch.Tensor:
     """`workdir/model.pt2` on `x` in a fresh interpreter outside the repository, without ganft."""
     torch.save(x, workdir / "inputs.pt")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
-    subprocess.run([sys.executable, "-I", "-c", textwrap.dedent(FRESH_LOAD)], cwd=workdir, env=env, check=True,
-                   timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-I", "-c", textwrap.dedent(FRESH_LOAD)],
+        cwd=workdir,
+        env=env,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     return torch.load(workdir / "outputs.pt", weights_only=True)
 
 
@@ -235,8 +248,9 @@ class Vectors(nn.Module):
         (Vectors(), (5, 4), "N×F or N×C×H×W inputs"),
     ],
 )
-def test_unusable_programs_are_model_errors(tmp_path: Path, module: nn.Module, shape: tuple[int, ...],
-                                            message: str) -> None:
+def test_unusable_programs_are_model_errors(
+    tmp_path: Path, module: nn.Module, shape: tuple[int, ...], message: str
+) -> None:
     path = export_user(module, tmp_path / "bad.pt2", shape)
     with pytest.raises(ModelError, match=message) as e:
         load_user_program(path, CLASSES)
@@ -246,8 +260,9 @@ def test_unusable_programs_are_model_errors(tmp_path: Path, module: nn.Module, s
 # Hostile or foreign files -----------------------------------------------------------------------
 
 
-def _rewrite(src: Path, dst: Path, change: Callable[[str, bytes], bytes | None], extra: dict[str, bytes] | None = None
-             ) -> Path:
+def _rewrite(
+    src: Path, dst: Path, change: Callable[[str, bytes], bytes | None], extra: dict[str, bytes] | None = None
+) -> Path:
     """Copy a .pt2 zip entry by entry through `change(name, data)` (None drops the entry)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         root = zin.namelist()[0].split("/")[0]
@@ -267,6 +282,7 @@ def _edit_json(target: str, edit: Callable[[dict], None]) -> Callable[[str, byte
         obj = json.loads(data)
         edit(obj)
         return json.dumps(obj).encode()
+
     return change
 
 
@@ -297,31 +313,58 @@ def _set_expr(obj: object, expr: str) -> int:
 
 HOSTILE = {
     "aotinductor": (lambda n, d: d, {"data/aotinductor/model/model.so": b"\x7fELF"}, "compiled code"),
-    "pickled weight": (_edit_json("data/weights/model_weights_config.json",
-                                  lambda o: next(iter(o["config"].values())).update(use_pickle=True)), None,
-                       "pickled or custom object"),
-    "pickled sample inputs": (lambda n, d: _torch_save({"x": nn.Linear(1, 1)}) if n.startswith("data/sample") else d,
-                              None, "sample inputs are not plain tensors"),
-    "callable target": (_edit_json("models/model.json", lambda o: _first_node(o).update(target="torch.os.getpid")),
-                        None, "calls 'torch.os.getpid'"),
-    "file op target": (_edit_json("models/model.json",
-                                  lambda o: _first_node(o).update(target="torch.ops.aten.from_file.default")),
-                       None, "only ATen operators"),
-    "evaluated expression": (_edit_json("models/model.json", lambda o: _set_expr(o, "__import__('os').getpid()") > 0
-                                        or pytest.fail("no expression")),
-                             None, "unexpected shape expression"),
-    "pytree import": (_edit_json("models/model.json", lambda o: o["graph_module"]["module_call_graph"][0][
-        "signature"].update(out_spec='[1, {"type": "collections.defaultdict", "context": '
-                                     '"{\\"default_factory_module\\": \\"os\\"}", "children_spec": []}]')),
-                      None, "names a Python module"),
-    "unknown entry": (lambda n, d: d, {"data/weights/model.pt": _torch_save({"w": torch.zeros(1)})},
-                      "unexpected entry"),
+    "pickled weight": (
+        _edit_json(
+            "data/weights/model_weights_config.json", lambda o: next(iter(o["config"].values())).update(use_pickle=True)
+        ),
+        None,
+        "pickled or custom object",
+    ),
+    "pickled sample inputs": (
+        lambda n, d: _torch_save({"x": nn.Linear(1, 1)}) if n.startswith("data/sample") else d,
+        None,
+        "sample inputs are not plain tensors",
+    ),
+    "callable target": (
+        _edit_json("models/model.json", lambda o: _first_node(o).update(target="torch.os.getpid")),
+        None,
+        "calls 'torch.os.getpid'",
+    ),
+    "file op target": (
+        _edit_json("models/model.json", lambda o: _first_node(o).update(target="torch.ops.aten.from_file.default")),
+        None,
+        "only ATen operators",
+    ),
+    "evaluated expression": (
+        _edit_json(
+            "models/model.json", lambda o: _set_expr(o, "__import__('os').getpid()") > 0 or pytest.fail("no expression")
+        ),
+        None,
+        "unexpected shape expression",
+    ),
+    "pytree import": (
+        _edit_json(
+            "models/model.json",
+            lambda o: o["graph_module"]["module_call_graph"][0]["signature"].update(
+                out_spec='[1, {"type": "collections.defaultdict", "context": '
+                '"{\\"default_factory_module\\": \\"os\\"}", "children_spec": []}]'
+            ),
+        ),
+        None,
+        "names a Python module",
+    ),
+    "unknown entry": (
+        lambda n, d: d,
+        {"data/weights/model.pt": _torch_save({"w": torch.zeros(1)})},
+        "unexpected entry",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_archives_are_refused_before_torch_reads_them(user_pt2: tuple[Path, UserCNN], tmp_path: Path,
-                                                             case: str) -> None:
+def test_hostile_archives_are_refused_before_torch_reads_them(
+    user_pt2: tuple[Path, UserCNN], tmp_path: Path, case: str
+) -> None:
     change, extra, message = HOSTILE[case]
     bad = _rewrite(user_pt2[0], tmp_path / "bad.pt2", change, extra)
     with pytest.raises(ModelError, match=message):
@@ -342,8 +385,11 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_sanitized_copy_drops_guard_code(user_pt2: tuple[Path, UserCNN], tmp_path: Path) -> None:
-    evil = _rewrite(user_pt2[0], tmp_path / "guards.pt2",
-                    _edit_json("models/model.json", lambda o: o.update(guards_code=["open('pwned', 'w')"])))
+    evil = _rewrite(
+        user_pt2[0],
+        tmp_path / "guards.pt2",
+        _edit_json("models/model.json", lambda o: o.update(guards_code=["open('pwned', 'w')"])),
+    )
     sanitize_program(evil, tmp_path / "clean.pt2")
     with zipfile.ZipFile(tmp_path / "clean.pt2") as zf:
         graph = next(n for n in zf.namelist() if n.endswith("models/model.json"))

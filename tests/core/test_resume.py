@@ -92,8 +92,13 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     sampler = torch.Generator().manual_seed(1)
     random.gauss(0, 1)  # leaves a cached gaussian in python's state
     state = run.capture_rng_state(sampler)
-    draw = lambda: (random.random(), random.gauss(0, 1), np.random.rand(), torch.rand(3),  # noqa: E731
-                    torch.randint(9, (4,), generator=sampler))
+    draw = lambda: (
+        random.random(),
+        random.gauss(0, 1),
+        np.random.rand(),
+        torch.rand(3),  # noqa: E731
+        torch.randint(9, (4,), generator=sampler),
+    )
     first = draw()
     path = run.save_checkpoint(tmp_path, 1, {"rng": state})
     run.restore_rng_state(run.load_checkpoint(path)["rng"], sampler)

@@ -25,8 +25,14 @@ from ganft_core.run import latest_checkpoint, list_checkpoints, load_checkpoint
 from ganft_core.train import ProgressUpdate, train
 
 CLASSES = ["a", "b", "c"]
-TINY = {"steps": 20, "batch_size": 8, "unlabeled_batch_size": 8, "log_every": 5, "eval_every": 10,
-        "checkpoint_every": 10}
+TINY = {
+    "steps": 20,
+    "batch_size": 8,
+    "unlabeled_batch_size": 8,
+    "log_every": 5,
+    "eval_every": 10,
+    "checkpoint_every": 10,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +79,19 @@ def run_ssgan(out: Path, data: Dataset, **kwargs: Any) -> tuple[Any, list[Progre
 
 def test_features_run_writes_every_artifact_and_both_metrics(tmp_path: Path) -> None:
     result, updates = run_ssgan(tmp_path, blobs(20, 5))
-    for name in ("model.safetensors", "model.json", "model.pt2", "generator.safetensors", "generator.json",
-                 "control.safetensors", "control.json", "metrics.json", "curves.png", "spec.json", "metrics.jsonl"):
+    for name in (
+        "model.safetensors",
+        "model.json",
+        "model.pt2",
+        "generator.safetensors",
+        "generator.json",
+        "control.safetensors",
+        "control.json",
+        "metrics.json",
+        "curves.png",
+        "spec.json",
+        "metrics.jsonl",
+    ):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / "samples.png").exists()  # feature data: no picture of samples
     assert set(result.artifacts) <= {p.name for p in tmp_path.iterdir()}

@@ -24,9 +24,10 @@ from ganft.db.session import session_scope
 from ganft.embedded import EmbeddedStack, free_port
 from ganft.repo import keys
 from ganft.settings import Settings, get_settings
+from tests.conftest import TEST_REDIS
 from tests.worker.helpers import ROOT, WorkerProcess, wait_for
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a DB number no other test part uses
+REDIS_URL = f"{TEST_REDIS}/12"  # a DB number no other test part uses
 
 pytestmark = pytest.mark.e2e
 

@@ -26,9 +26,10 @@ import redis
 
 from ganft.embedded import free_port
 from ganft.settings import Settings, get_settings
+from tests.conftest import TEST_REDIS
 from tests.worker.helpers import ROOT, WorkerProcess, wait_for
 
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a DB number no other test part uses
+REDIS_URL = f"{TEST_REDIS}/13"  # a DB number no other test part uses
 
 
 def env_of(settings: Settings, **extra: str) -> dict[str, str]:

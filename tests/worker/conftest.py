@@ -17,9 +17,10 @@ import redis
 
 from ganft.settings import Settings, get_settings
 from ganft.store import Store, open_store
+from tests.conftest import TEST_REDIS
 from tests.worker.helpers import WorkerProcess
 
-REDIS_URL = "redis://127.0.0.1:6379/11"  # a DB number no other test part uses
+REDIS_URL = f"{TEST_REDIS}/11"  # a DB number no other test part uses
 
 
 @pytest.fixture
