@@ -2,8 +2,10 @@
 
     def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job: ...
 
-The app's long-lived parts (settings, engine, store, broker client, rate limiter) live on
-`app.state`, set by `api.main.create_app`; these functions hand them to routes.
+The app's long-lived parts (settings, engine, reader, store, broker client, rate limiter) live
+on `app.state`, set by `api.main.create_app`; these functions hand them to routes. They are
+`async def` on purpose: FastAPI runs a plain `def` dependency in the threadpool, a hop that
+cost more than the lookup it wraps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from api.keycache import KeyCache
 from api.problems import Problem, not_found, unauthorized
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter
+from ganft.db.reads import Reader
 from ganft.db.session import session_scope
 from ganft.db.tables import Dataset, Job, Model
 from ganft.repo import datasets, jobs, keys, models
@@ -30,19 +33,24 @@ from ganft.settings import Settings
 from ganft.store import Store
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _store(request: Request) -> Store:
+async def _store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def _queue(request: Request) -> JobQueue:
+async def _queue(request: Request) -> JobQueue:
     queue: JobQueue = request.app.state.queue
     return queue
+
+
+async def _reader(request: Request) -> Reader:
+    reader: Reader = request.app.state.reader
+    return reader
 
 
 def _session(request: Request) -> Iterator[Session]:
@@ -92,17 +100,17 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
 QueueDep = Annotated[JobQueue, Depends(_queue)]
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
+ReaderDep = Annotated[Reader, Depends(_reader)]
 TenantDep = Annotated[Principal, Depends(_principal)]
 
 
 # ---------------------------------------------------------------- the caller's objects, or 404
 
 
-def _tenant_job(request: Request, job_id: str, tenant: TenantDep) -> Job:
-    # A short session of its own, opened and closed in this one threadpool hop: `GET /v1/jobs/{id}`
-    # then needs no request session at all. The row comes back detached (expire_on_commit=False).
-    with session_scope(request.app.state.engine) as session:
-        job = jobs.get(session, tenant_id=tenant.tenant_id, job_id=job_id)
+async def _tenant_job(job_id: str, tenant: TenantDep, reader: ReaderDep) -> Job:
+    # Through the Reader (no session, no threadpool hop on Postgres): `GET /v1/jobs/{id}` is the
+    # route platforms poll. The Job is detached; routes that change it use their own session.
+    job = await jobs.read(reader, tenant_id=tenant.tenant_id, job_id=job_id)
     if job is None:  # absent and another tenant's look the same
         raise not_found("job", job_id)
     return job

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,9 +25,11 @@ from api.queue import JobQueue
 from api.ratelimit import RateLimiter
 from api.routes import dashboard, datasets, events, health, jobs, models, outputs
 from api.schemas import JobCreate
+from ganft.db.reads import make_reader
 from ganft.db.session import POSTGRES_POOL_SIZE, make_engine, make_sessionmaker, session_scope
 from ganft.db.tables import utcnow
 from ganft.repo import datasets as dataset_repo
+from ganft.repo import models as model_repo
 from ganft.settings import Settings, get_settings
 from ganft.store import Store, open_store
 
@@ -39,6 +42,7 @@ THREADPOOL_SIZE = POSTGRES_POOL_SIZE  # threads for sync routes and dependencies
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
+    reader = make_reader(engine)  # the hot read path (api/deps.py JobDep, GET /v1/jobs)
     queue = JobQueue(settings)
 
     @asynccontextmanager
@@ -48,7 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # per pooled DB connection, so threads never make the pool open throwaway overflow connections.
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
         await anyio.to_thread.run_sync(purge_dead_uploads, engine, app.state.store, settings.stale_upload_s)
+        await reader.open()
         yield
+        await reader.close()
         queue.close()
         engine.dispose()
 
@@ -60,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.reader = reader
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.store = open_store(settings.store_url)
     app.state.queue = queue
@@ -77,20 +84,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def purge_dead_uploads(engine: Any, store: Store, max_age_s: float) -> list[str]:
-    """Remove dataset uploads left `uploading` by a killed API process: rows older than `max_age_s`
-    and their files (the partial temp file included). Never fails the start: a database that is
-    down now is retried at the next start."""
+    """Remove what uploads cut short by a killed API process left behind; returns the ids removed.
+
+    Datasets: rows still `uploading` older than `max_age_s`, and their files (the partial temp
+    file included). Model uploads have no `uploading` row (it is inserted once every file is
+    stored): a `models/{id}/` folder without a row in which nothing was written for `max_age_s`
+    is dead. Never fails the start: a database that
+    is down now is retried at the next start."""
     try:
         with session_scope(engine) as session:
             dead = dataset_repo.purge_stale_uploads(session, created_before=utcnow() - dt.timedelta(seconds=max_age_s))
+            idle = model_repo.idle_folders(store, idle_since=time.time() - max_age_s)
+            dead_models = model_repo.orphan_folders(session, folder_names=idle)
     except SQLAlchemyError as exc:
         log.warning("could not look for dead uploads (%s); the next start retries", type(exc).__name__)
         return []
     for dataset_id in dead:
         store.delete_prefix(f"datasets/{dataset_id}")
+    for model_id in dead_models:
+        store.delete_prefix(model_repo.storage_prefix_for(model_id))
     if dead:
         log.warning("removed %d upload(s) that never finished: %s", len(dead), ", ".join(dead))
-    return dead
+    if dead_models:
+        log.warning("removed %d model upload(s) that never finished: %s", len(dead_models), ", ".join(dead_models))
+    return dead + dead_models
 
 
 def _document_manual_bodies(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,6 +21,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ganft.db.aiopool import PoolTimeout as ReadPoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -174,5 +177,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(OperationalError, _on_database_down)
     app.add_exception_handler(PoolTimeoutError, _on_database_down)
+    # The same two from the async read path (ganft/db/reads.py), which talks to psycopg directly.
+    app.add_exception_handler(psycopg.OperationalError, _on_database_down)
+    app.add_exception_handler(ReadPoolTimeout, _on_database_down)
     app.add_exception_handler(DBAPIError, _on_dbapi_error)
     app.add_exception_handler(Exception, _on_unexpected)

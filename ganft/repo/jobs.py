@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Select, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from ganft.db.reads import Reader, detached, first
 from ganft.db.tables import Artifact, Job, JobEvent, JobMetric, utcnow
-from ganft.repo.pages import Page, paginate
+from ganft.repo.pages import Page, decode_cursor, page_of
 from ganft.states import InvalidTransition, is_terminal
 
 
@@ -74,11 +75,43 @@ def find_by_idempotency_key(session: Session, *, tenant_id: str, key: str) -> Jo
     return session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)).one_or_none()
 
 
-def list_jobs(session: Session, *, tenant_id: str, status: str | None, limit: int, after: str | None) -> Page[Job]:
-    query = select(Job).where(Job.tenant_id == tenant_id)
-    if status is not None:
-        query = query.where(Job.status == status)
-    return paginate(session, query, created_at=Job.created_at, row_id=Job.id, limit=limit, after=after)
+# ---------------------------------------------------------------- reads without a session (api hot path)
+
+# Every column, labelled as the ORM attribute (`metadata` -> `metadata_`): rows become detached Jobs.
+_COLUMNS = [prop.columns[0].label(prop.key) for prop in Job.__mapper__.column_attrs]
+_READ = select(*_COLUMNS).where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+
+
+def _page_statement(*, by_status: bool, after: bool) -> Select[Any]:
+    query = select(*_COLUMNS).where(Job.tenant_id == bindparam("tenant_id"))
+    if by_status:
+        query = query.where(Job.status == bindparam("status"))
+    if after:
+        # Typed: an untyped datetime parameter reaches SQLite in another text format than the column's.
+        at, last_id = bindparam("at", type_=Job.created_at.type), bindparam("last_id", type_=Job.id.type)
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(at, last_id))
+    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(bindparam("limit"))
+
+
+# Built once (a Reader compiles each statement once): with and without a status filter and a cursor.
+_PAGES = {(s, a): _page_statement(by_status=s, after=a) for s in (False, True) for a in (False, True)}
+
+
+async def read(reader: Reader, *, tenant_id: str, job_id: str) -> Job | None:
+    """`get` without a session: a detached Job, None when absent or another tenant's."""
+    row = await first(reader, _READ, {"job_id": job_id, "tenant_id": tenant_id})
+    return None if row is None else detached(Job, row)
+
+
+async def read_page(reader: Reader, *, tenant_id: str, status: str | None, limit: int, after: str | None) -> Page[Job]:
+    """The tenant's jobs newest first (keyset pages, see ganft/repo/pages.py), as detached Jobs.
+
+    Raises InvalidCursor for an `after` this service did not make."""
+    params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit + 1, "status": status}
+    if after:
+        params["at"], params["last_id"] = decode_cursor(after)
+    rows = await reader.all(_PAGES[(status is not None, bool(after))], params)
+    return page_of([detached(Job, row) for row in rows], limit)
 
 
 def mark_dispatched(session: Session, *, job_id: str) -> None:

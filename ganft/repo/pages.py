@@ -65,8 +65,14 @@ def paginate(
         at, last_id = decode_cursor(after)
         query = query.where(tuple_(created_at, row_id) < tuple_(at, last_id))
     rows = list(session.scalars(query.order_by(created_at.desc(), row_id.desc()).limit(limit + 1)))
+    return page_of(rows, limit)
+
+
+def page_of(rows: list[T], limit: int) -> Page[T]:
+    """A page from up to `limit + 1` rows fetched newest first (`created_at`, `id`): one more than
+    `limit` means there is a next page, which starts after the last row kept."""
     if len(rows) <= limit:
         return Page(rows, None)
     rows = rows[:limit]
-    last = rows[-1]
+    last: Any = rows[-1]
     return Page(rows, encode_cursor(last.created_at, last.id))
