@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 GRID_SAMPLES = 64  # images in samples.png (8×8)
 GRID_SEED = 20_240_601  # fixed latents for the grids: the same z at every evaluation
 EVAL_SEED = 7  # fixed latents for FID/KID, so evaluations differ only by the weights
+PICTURES = ("samples.png", "curves.png")  # rewritten at every evaluation (and the final ones)
 NO_EVALUATOR = "none: no evaluator model or Inception weights given, FID/KID not computed"
 
 
@@ -136,6 +137,8 @@ def train_adapt(
         progress(ProgressUpdate("checkpoint", at, hp.steps, {}, path=str(path.relative_to(out_dir))))
 
     def evaluate(at: int) -> dict[str, float]:
+        """FID/KID and p; the grid of the fixed latents (numbered, and as samples.png) and curves.png so far,
+        each rewritten picture reported as an `artifact` update so that a watcher can publish it at once."""
         grid = _sample(ema.module, grid_z)
         numbered = save_grid(grid, out_dir / f"samples-{at:08d}.png", nrow=8)
         shutil.copyfile(numbered, out_dir / "samples.png.tmp")
@@ -147,7 +150,10 @@ def train_adapt(
             scores.update(_fid_kid(ema.module, ev, real_stats, hp.eval_samples, nets.z_dim, device))
         history.append({"step": at, **scores})
         run.append_metrics(out_dir, {"step": at, "kind": "evaluation", **scores})
+        save_curves(_curve_panels(out_dir), out_dir / "curves.png")
         progress(ProgressUpdate("evaluation", at, hp.steps, scores, path=numbered.name))
+        for name in PICTURES:
+            progress(ProgressUpdate("artifact", at, hp.steps, {}, path=name))
         return scores
 
     # ---------------------------------------------------------------- train
@@ -213,7 +219,11 @@ def train_adapt(
         if step % hp.checkpoint_every == 0 or step == hp.steps:
             _check(nonfinite, last, step)
             save(step)
-    if not history or history[-1]["step"] != step:  # a finished run resumed: evaluate once for the artifacts
+    if not history or history[-1]["step"] != step or not all((out_dir / name).is_file() for name in PICTURES):
+        # A finished run resumed (a later worker attempt starts in a fresh folder): evaluate once more
+        # for the artifacts, replacing the checkpoint's record of that evaluation.
+        if history and history[-1]["step"] == step:
+            history.pop()
         evaluate(step)
 
     # ---------------------------------------------------------------- artifacts
@@ -248,7 +258,7 @@ def _fid_kid(g: torch.nn.Module, ev: Evaluator, real: FeatureStats, n: int, z_di
 def _finish(hp: AdaptHyperparameters, data: Dataset, out_dir: Path, *, g_ema: torch.nn.Module, d: torch.nn.Module,
             history: list[dict[str, float]], ev: Evaluator | None, z_dim: int, against: str, started: float,
             progress: ProgressFn) -> RunResult:
-    """Write the EMA generator (model.* and generator.*), D, model.pt2, metrics.json and curves.png."""
+    """Write the EMA generator (model.* and generator.*), D, model.pt2 and metrics.json."""
     layout = data.layout.to_dict()
     shape = "×".join(str(v) for v in data.layout.shape())
     g_note = (f"EMA of G (decay {hp.ema_decay}); input z: N×{z_dim} float32 ~ N(0, I); "
@@ -267,17 +277,17 @@ def _finish(hp: AdaptHyperparameters, data: Dataset, out_dir: Path, *, g_ema: to
         "fid_reference": against if ev is not None else None,  # which real images FID/KID compare with
         "steps": hp.steps, "seconds": time.monotonic() - started, "history": history,
     }
-    run.write_json(out_dir / "metrics.json", metrics)
-    save_curves(_curve_panels(out_dir), out_dir / "curves.png")
+    run.write_json(out_dir / "metrics.json", metrics)  # samples.png and curves.png: the last evaluation's
     artifacts = ["model.safetensors", "model.json", "model.pt2", "generator.safetensors", "generator.json",
-                 "discriminator.safetensors", "discriminator.json", "metrics.json", "samples.png", "curves.png"]
+                 "discriminator.safetensors", "discriminator.json", "metrics.json", *PICTURES]
     for name in artifacts:
         progress(ProgressUpdate("artifact", hp.steps, hp.steps, {}, path=name))
     return RunResult(metrics=metrics, artifacts=artifacts)
 
 
 def _curve_panels(out_dir: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """Losses, FID/KID and p over steps, read back from metrics.jsonl (complete across resumes)."""
+    """Losses, FID/KID and p over steps, read back from metrics.jsonl (complete across resumes in the same
+    folder; a worker's later attempt starts a fresh folder, so its curves begin at the resumed step)."""
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     series = {"GAN losses": ("log", ["loss_d", "loss_g"]), "FID": ("evaluation", ["fid"]),
               "KID": ("evaluation", ["kid"]), "augmentation p": ("log", ["augment_p"])}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, *, padding: int = 2, min_cell: int = 32) -> Path:
-    """Write a grid of images (N×C×H×W floats in [0, 1], C = 1 or 3) as a PNG.
+    """Write a grid of images (N×C×H×W floats in [0, 1], C = 1 or 3) as a PNG, atomically.
 
     `nrow` images per row, like torchvision's `make_grid`; images smaller than `min_cell`
     pixels are scaled up by a whole factor (nearest neighbour) so that 8×8 digits stay visible.
@@ -34,9 +35,7 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, *, padding: int =
         grid[:, top : top + h, left : left + w] = x[i]
     pixels = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     img = Image.fromarray(pixels[:, :, 0], "L") if c == 1 else Image.fromarray(pixels, "RGB")
-    path = Path(path)
-    img.save(path)
-    return path
+    return _save_png(img, Path(path))
 
 
 def _fmt(v: float) -> str:
@@ -92,7 +91,7 @@ def save_curves(
 ) -> Path:
     """Write training curves as a PNG: one panel per entry of `panels` (title -> {series -> [(step, value)]}).
 
-    Non-finite values are skipped. Returns the path.
+    Non-finite values are skipped; the file is replaced atomically. Returns the path.
     """
     count = max(1, len(panels))
     img = Image.new("RGB", (width, panel_height * count), "white")
@@ -100,7 +99,15 @@ def save_curves(
     font = ImageFont.load_default()
     for i, (title, lines) in enumerate(panels.items()):
         _draw_panel(draw, (0, i * panel_height, width, (i + 1) * panel_height), title, lines, font)
-    path = Path(path)
-    img.save(path)
+    return _save_png(img, Path(path))
+
+
+def _save_png(img: Image.Image, path: Path) -> Path:
+    """Write `img` as a PNG to a temp file beside `path`, then rename it into place: pictures are
+    rewritten at every evaluation while a worker may be reading them, and a reader must see the old
+    file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
     return path
 

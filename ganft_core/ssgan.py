@@ -44,6 +44,7 @@ from ganft_core.train import AbortFn, ProgressFn, ProgressUpdate, RunResult
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1024  # examples per forward pass when evaluating
+GRID_SAMPLES = 64  # generated images in samples.png (8×8)
 
 
 def unsupervised_d_loss(logits_unl: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -130,6 +131,12 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     ema_c = run.Ema(control, hp.ema_decay) if hp.ema_decay > 0 and control is not None else None
     sampler = torch.Generator(device=device).manual_seed(seed)  # labeled/unlabeled indices and z
     notes = list(clf.notes)
+    # The same latents at every evaluation (and a generator of their own, so the training RNG
+    # streams, and with them resume equality, are untouched): grids differ only by G's weights.
+    grid_z: torch.Tensor | None = None  # (no grid of feature vectors)
+    if image and not feature_space:
+        grid_rng = torch.Generator(device=device).manual_seed(seed)
+        grid_z = torch.randn(GRID_SAMPLES, z_dim, device=device, generator=grid_rng)
 
     # ---- resume from the newest checkpoint, or start the run folder
     step = 0
@@ -190,12 +197,29 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         set_train_mode(net, frozen)
         return out
 
+    def pictures() -> list[str]:
+        """Rewrite samples.png (input-space G on images only) and curves.png with what the run has so far;
+        each rewritten file is reported as an `artifact` update, so a watcher can publish it at once."""
+        names = []
+        if grid_z is not None:
+            gen.eval()  # (batch-norm statistics, not the batch's, and no update of them)
+            with torch.inference_mode():
+                save_grid(gen(grid_z).float(), out_dir / "samples.png", nrow=8)
+            gen.train()
+            names.append("samples.png")
+        save_curves(_curve_panels(history), out_dir / "curves.png")
+        names.append("curves.png")
+        for name in names:
+            progress(ProgressUpdate("artifact", step, total, {}, path=name))
+        return names
+
     set_train_mode(net, frozen)
     gen.train()
     if control is not None:
         set_train_mode(control, frozen_control)
     losses: dict[str, torch.Tensor] = {}
     figures: dict[str, Any] | None = None
+    picture_names: list[str] = []
     g_params = list(gen.parameters())
     n_lab, n_unl, b_lab, b_unl = len(x_lab), len(x_unl), hp.batch_size, hp.unlabeled_batch_size
 
@@ -274,12 +298,15 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
             history["eval"].append([step, scalars["accuracy"], scalars.get("control_accuracy", math.nan)])
             run.append_metrics(out_dir, {"step": step, "event": "evaluation", **scalars})
             progress(ProgressUpdate("evaluation", step, total, scalars))
+            picture_names = pictures()
         if step % hp.checkpoint_every == 0 or step == total:
             checkpoint(losses)
 
-    # ---- final artifacts: classifier (EMA weights when on), control, generator, pictures, metrics
+    # ---- final artifacts: classifier (EMA weights when on), control, generator, metrics; the pictures
+    # of the last evaluation (step == total) are the final ones
     if figures is None:  # resumed from the final checkpoint (e.g. a crash while writing artifacts)
         figures = evaluate()
+        picture_names = pictures()
     best = ema.module if ema is not None else net
     artifacts = save_classifier(best, clf, train, out_dir, "model", notes, export=True)
     if control is not None:
@@ -288,17 +315,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
                                      export=False)
     g_layout = {"kind": "features", "features": net.head.in_features} if feature_space else train.layout.to_dict()
     artifacts += save_generator(gen.eval(), out_dir, g_layout, [f"ssgan generator ({hp.generator_space} space)"])
-    if image and not feature_space:
-        with torch.inference_mode():
-            z = torch.randn(64, z_dim, device=device, generator=torch.Generator(device=device).manual_seed(seed))
-            save_grid(gen(z).float(), out_dir / "samples.png", nrow=8)
-        artifacts.append("samples.png")
-    save_curves({"losses": {"D": [(r[0], r[1]) for r in history["log"]], "G": [(r[0], r[2]) for r in history["log"]],
-                            "control": [(r[0], r[3]) for r in history["log"]]},
-                 "validation accuracy": {"ssgan": [(r[0], r[1]) for r in history["eval"]],
-                                         "control": [(r[0], r[2]) for r in history["eval"]]}},
-                out_dir / "curves.png")
-    artifacts.append("curves.png")
+    artifacts += picture_names
     metrics = {"method": "ssgan", "steps": total, "seed": seed, "class_names": list(train.classes),
                "labeled_examples": len(x_lab), "unlabeled_examples": len(x_unl),
                "validation_examples": len(x_val), "evaluated_with_ema": ema is not None,
@@ -308,6 +325,15 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     for name in artifacts:
         progress(ProgressUpdate("artifact", step, total, _headline(figures), path=name))
     return RunResult(metrics=metrics, artifacts=artifacts)
+
+
+def _curve_panels(history: dict[str, list[list[float]]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """curves.png's panels from the run's history (kept in checkpoints, so complete across resumes)."""
+    log_rows, eval_rows = history["log"], history["eval"]
+    return {"losses": {"D": [(r[0], r[1]) for r in log_rows], "G": [(r[0], r[2]) for r in log_rows],
+                       "control": [(r[0], r[3]) for r in log_rows]},
+            "validation accuracy": {"ssgan": [(r[0], r[1]) for r in eval_rows],
+                                    "control": [(r[0], r[2]) for r in eval_rows]}}
 
 
 def _deltas(figures: dict[str, Any]) -> dict[str, float | None]:

@@ -3,14 +3,16 @@
 The parent never imports torch. It loops every `POLL_S`:
 - drains the child's queue: progress is buffered and written at most once per
   `progress_interval_s`; each new checkpoint is uploaded to the store and recorded at once;
+  the pictures rewritten at each evaluation (samples.png, curves.png) are published as the job's
+  artifacts at most once per `PICTURE_INTERVAL_S` (worker/pictures.py);
 - renews the lease every `lease_s / 4` (heartbeat) and reads the job's status about once a
   second: a cancel (`cancelling`), an exceeded `max_runtime_s` or a worker shutdown set the
   abort Event (the trainer checkpoints and stops), and the child is killed `cancel_grace_s`
   later if it has not; a lost lease (the row is no longer ours) stops the child at once and
   writes nothing more;
-- when the child has exited, finishes the job: succeeded (artifacts + output model + result in
-  one transaction), failed with a code, cancelled (the last checkpoint stays), or given back
-  to the queue when the worker is shutting down.
+- when the child has exited, finishes the job: succeeded (the final artifacts, replacing the live
+  pictures, + output model + result in one transaction), failed with a code, cancelled (the last
+  checkpoint and pictures stay), or given back to the queue when the worker is shutting down.
 `max_runtime_s` counts from this attempt's start.
 """
 
@@ -32,16 +34,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ganft.db.session import get_engine, session_scope
 from ganft.repo import lifecycle
-from ganft.repo.lifecycle import ClaimedJob
+from ganft.repo.lifecycle import ArtifactRecord, ClaimedJob
 from ganft.settings import Settings
 from ganft.store import Store, open_store
 from worker import child as child_module
 from worker import staging
 from worker.app import shutdown_requested
+from worker.pictures import LivePictures
 from worker.progress import ProgressBatch, ProgressRecorder, json_safe
 
 POLL_S = 0.2  # longest wait for a child message: the loop's reaction time
 STATUS_POLL_S = 1.0  # how often the job's status is read when no write told us (cancel latency)
+PICTURE_INTERVAL_S = 2.0  # at most one publication of the live pictures per interval (evaluations are rare)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,7 @@ class Supervisor:
         self.engine = engine
         self.store = store
         self.recorder = ProgressRecorder(self._write_progress, interval_s=settings.progress_interval_s)
+        self.pictures = LivePictures(store, job.id, out_dir, self._record_picture, interval_s=PICTURE_INTERVAL_S)
         self.checkpoint_key = job.checkpoint_key
         self._renewed = self._next_status = self._next_heartbeat = 0.0  # monotonic times, set by _watch
 
@@ -147,6 +152,8 @@ class Supervisor:
                 abort.set()
                 kill_at = now if reason == "lost" else now + self.settings.cancel_grace_s
                 log.warning("job %s: stopping the trainer (%s)", self.job.id, reason)
+            if outcome.stop != "lost" and self.pictures.due():
+                self._publish_pictures()
             if kill_at is not None and now >= kill_at and child.is_alive():
                 log.warning("job %s: the trainer did not stop in time; killing pid %s", self.job.id, child.pid)
                 _kill(child)
@@ -206,6 +213,8 @@ class Supervisor:
                         self._upload_checkpoint(payload)
                     except (OSError, SQLAlchemyError):  # the next checkpoint tries again
                         log.exception("job %s: could not store checkpoint %s", self.job.id, payload["path"])
+                elif payload["kind"] == "artifact":
+                    self.pictures.add(payload.get("path"), int(payload["step"]))
             elif kind == "result":
                 outcome.result = payload
             elif kind == "error":
@@ -240,6 +249,17 @@ class Supervisor:
             self.store.delete(self.checkpoint_key)
         self.checkpoint_key = key
 
+    def _record_picture(self, artifact: ArtifactRecord, step: int) -> bool:
+        if self.recorder.pending:
+            self.recorder.flush()  # keep events in order: the evaluation first, then its pictures
+        return bool(self._session(lifecycle.record_artifact, artifact=artifact, step=step))
+
+    def _publish_pictures(self) -> None:
+        try:
+            self.pictures.publish()
+        except (OSError, SQLAlchemyError):  # they stay pending: the next interval tries again
+            log.exception("job %s: could not publish its pictures", self.job.id)
+
     # ------------------------------------------------------------ the end
 
     def finish(self, outcome: Outcome) -> str:
@@ -252,6 +272,8 @@ class Supervisor:
             return "lost"
         if outcome.result is not None and outcome.exitcode == 0:
             return self._succeed(outcome.result)
+        if self.pictures.pending:
+            self._publish_pictures()  # a cancelled or failed job keeps the pictures of its last evaluation
         if outcome.stop == "cancel":
             return _end(self.engine, job, "cancelled")
         error = outcome.error

@@ -3,9 +3,10 @@
     <data_dir>/runs/<job_id>/inputs/   datasets, base model, evaluator (fetched from the store)
     <data_dir>/runs/<job_id>/out/      the core's run folder (docs/CONTRACTS.md)
 
-Store layout of a job: `jobs/<id>/checkpoints/ckpt-*.pt` (the newest is kept) and
-`jobs/<id>/artifacts/<name>`; the artifacts folder is also the output model's
-`storage_prefix` (it holds model.* and generator.* / discriminator.*).
+Store layout of a job: `jobs/<id>/checkpoints/ckpt-*.pt` (the newest is kept),
+`jobs/<id>/pictures/<stem>-<sha256 prefix>.png` (versions of the live pictures published while the
+job runs, worker/pictures.py) and `jobs/<id>/artifacts/<name>` (the final set); the artifacts folder
+is also the output model's `storage_prefix` (it holds model.* and generator.* / discriminator.*).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def checkpoint_key(job_id: str, name: str) -> str:
 
 def artifacts_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/artifacts"
+
+
+def picture_key(job_id: str, name: str, sha256: str) -> str:
+    """The key of one version of a live picture: named by its content, so it is never rewritten."""
+    path = Path(name)
+    return f"jobs/{job_id}/pictures/{path.stem}-{sha256[:16]}{path.suffix}"
 
 
 def fetch(store: Store, key: str, dest: Path) -> Path:

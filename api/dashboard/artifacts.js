@@ -18,6 +18,7 @@ export class ArtifactPanel {
     this.jobId = jobId;
     this.signal = signal;
     this.images = new Map(); // name -> {sha256, url}
+    this.wanted = new Map(); // name -> the sha256 last asked for (a slower, older fetch must not win)
     this.table = h("div", { class: "table-wrap" });
     this.pictures = h("div", { class: "pictures" }, h("p", { class: "muted" }, "No sample grid yet."));
     signal.addEventListener("abort", () => this.images.forEach(({ url }) => URL.revokeObjectURL(url)), { once: true });
@@ -35,7 +36,8 @@ export class ArtifactPanel {
 
   drawTable(artifacts) {
     if (!artifacts.length) {
-      this.table.replaceChildren(h("p", { class: "muted" }, "Artifacts appear here when the job succeeds."));
+      this.table.replaceChildren(h("p", { class: "muted" },
+        "No artifacts yet: the sample grid and curves appear at the first evaluation, the rest when the job succeeds."));
       return;
     }
     const rows = artifacts.map((a) => h("tr", {},
@@ -76,9 +78,15 @@ export class ArtifactPanel {
     if (cached && cached.sha256 === artifact.sha256) {
       show(cached.url);
     } else {
+      // A running job replaces its pictures: the blob (and so the <img>'s object URL) is keyed by sha256,
+      // and the request itself is never answered from the browser's cache (api.js: `no-store`).
+      this.wanted.set(artifact.name, artifact.sha256);
+      if (cached) show(cached.url); // the previous version stays up until the new one has arrived
       getBlob(artifactPath(this.jobId, artifact.name), { signal: this.signal })
         .then((blob) => {
-          if (cached) URL.revokeObjectURL(cached.url);
+          if (this.wanted.get(artifact.name) !== artifact.sha256) return; // a newer version was asked for
+          const previous = this.images.get(artifact.name);
+          if (previous) URL.revokeObjectURL(previous.url);
           const url = URL.createObjectURL(blob);
           this.images.set(artifact.name, { sha256: artifact.sha256, url });
           show(url);

@@ -1,5 +1,5 @@
 // The job's event log: one line per event (status changes, progress, evaluations, checkpoints,
-// log messages), newest at the bottom, following the stream while scrolled to the end.
+// pictures published, log messages), newest at the bottom, following the stream while scrolled to the end.
 
 import { fmtNumber, h } from "./dom.js";
 
@@ -31,6 +31,8 @@ export function summary(event) {
       return `step ${d.step}: ${metricsText(d.metrics)}`;
     case "checkpoint":
       return `checkpoint at step ${d.step}`;
+    case "artifact":
+      return `step ${d.step}: ${d.name} updated (sha256 ${String(d.sha256 ?? "").slice(0, 12)}…)`;
     case "log":
       return d.step !== undefined ? `step ${d.step}: ${d.message}` : String(d.message ?? "");
     default:

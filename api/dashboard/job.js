@@ -1,6 +1,8 @@
 // One job (`#/jobs/<id>`): status and progress, error, results, curves, sample grid, the live
 // event log and the artifacts. The job and its metrics are polled every 2 s while it is active
-// (and at once when the event stream reports a status change); events arrive over SSE.
+// (and at once when the event stream reports a status change); events arrive over SSE. The
+// artifact list is read again on each status change and on each `artifact` event (the pictures
+// a running job publishes at its evaluations).
 
 import { ApiError, getJSON, jobPath, postJSON } from "./api.js";
 import { ArtifactPanel } from "./artifacts.js";
@@ -191,6 +193,9 @@ export function renderJob(root, signal, jobId) {
         wake();
       } else if (event.type === "evaluation") {
         wake();
+      } else if (event.type === "artifact") {
+        // A new sample grid or curves.png of a running job: re-read the list; a changed sha256 refetches the image.
+        refreshArtifacts().catch((error) => { if (!signal.aborted) showNote(`Artifacts not updated: ${error.message}`); });
       }
     },
     onState: (state) => { streamState.textContent = state === "live" ? "● live" : "reconnecting…"; },

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ganft.db.tables import Artifact, Dataset, Job, JobMetric, Model, utcnow
@@ -74,7 +74,7 @@ class MetricPoint:
 
 @dataclass(frozen=True)
 class EventRecord:
-    type: str  # status | progress | evaluation | checkpoint | log
+    type: str  # status | progress | evaluation | checkpoint | log | artifact
     data: dict[str, Any]
 
 
@@ -230,6 +230,36 @@ def record_checkpoint(session: Session, *, job_id: str, worker_id: str, key: str
     return True
 
 
+def record_artifact(session: Session, *, job_id: str, worker_id: str, artifact: ArtifactRecord, step: int) -> bool:
+    """Register a file of a running job (a live picture), replacing the job's artifact of that name, and
+    append an `artifact` event; False (nothing written) when the job is no longer this worker's."""
+    if not _changed(session, _update(_ours(job_id, worker_id)).values(updated_at=utcnow())):
+        return False
+    session.execute(delete(Artifact).where(Artifact.job_id == job_id, Artifact.name == artifact.name))
+    session.execute(insert(Artifact), [_artifact_row(job_id, artifact, utcnow())])
+    data = {
+        "name": artifact.name,
+        "size_bytes": artifact.size_bytes,
+        "sha256": artifact.sha256,
+        "content_type": artifact.content_type,
+        "step": step,
+    }
+    append_event(session, job_id=job_id, type="artifact", data=data)
+    return True
+
+
+def _artifact_row(job_id: str, a: ArtifactRecord, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "name": a.name,
+        "size_bytes": a.size_bytes,
+        "sha256": a.sha256,
+        "content_type": a.content_type,
+        "storage_key": a.storage_key,
+        "created_at": now,
+    }
+
+
 # ---------------------------------------------------------------- finishing
 
 
@@ -242,7 +272,8 @@ def succeed_job(
     artifacts: Sequence[ArtifactRecord],
     output_model: OutputModel,
 ) -> bool:
-    """Finish a job as `succeeded`: artifacts, output model, result and status in one transaction.
+    """Finish a job as `succeeded`: artifacts (replacing any registered while it ran), output model,
+    result and status in one transaction.
 
     The status compare-and-set comes first, so a second finalize (or one racing the reaper)
     changes nothing and registers no second set of artifacts. False when nothing was changed.
@@ -276,21 +307,9 @@ def succeed_job(
     )
     session.add(model)
     session.flush()
-    session.execute(
-        insert(Artifact),
-        [
-            {
-                "job_id": job_id,
-                "name": a.name,
-                "size_bytes": a.size_bytes,
-                "sha256": a.sha256,
-                "content_type": a.content_type,
-                "storage_key": a.storage_key,
-                "created_at": now,
-            }
-            for a in artifacts
-        ],
-    )
+    # The final set replaces what the run registered while it ran (live pictures, any attempt's).
+    session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+    session.execute(insert(Artifact), [_artifact_row(job_id, a, now) for a in artifacts])
     session.execute(_update(Job.id == job_id).values(output_model_id=model.id))
     _status_event(session, job_id, "succeeded", output_model_id=model.id)
     return True

@@ -92,11 +92,11 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     sampler = torch.Generator().manual_seed(1)
     random.gauss(0, 1)  # leaves a cached gaussian in python's state
     state = run.capture_rng_state(sampler)
-    draw = lambda: (
+    draw = lambda: (  # noqa: E731
         random.random(),
         random.gauss(0, 1),
         np.random.rand(),
-        torch.rand(3),  # noqa: E731
+        torch.rand(3),
         torch.randint(9, (4,), generator=sampler),
     )
     first = draw()
