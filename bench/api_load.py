@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -98,9 +99,14 @@ def run_wrk(
         "-s", str(LUA), url,
     ]  # fmt: skip
     pids = server_pids or []
-    cpu_before = sum(procfs.cpu_seconds(p) for p in pids)
+    cpu_before, everyone_before = sum(procfs.cpu_seconds(p) for p in pids), procfs.cpu_by_process()
+    busy_before, children_before = procfs.machine_busy_seconds(), _children_cpu()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     cpu = sum(procfs.cpu_seconds(p) for p in pids) - cpu_before
+    split = procfs.cpu_split(everyone_before, procfs.cpu_by_process(), {"server": set(pids), "postgres": "postgres"})
+    split["wrk"] = _children_cpu() - children_before  # wrk has exited: its time is in our children's rusage
+    # `other`: the machine's busy time not spent by the three (other processes, short-lived ones, the kernel)
+    split["other"] = procfs.machine_busy_seconds() - busy_before - split["server"] - split["postgres"] - split["wrk"]
     line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_JSON "))
     raw = json.loads(line.removeprefix("WRK_JSON "))
     errors = sum(raw[k] for k in raw if k.startswith("errors_"))
@@ -113,9 +119,16 @@ def run_wrk(
         "requests": raw["requests"],
         "server_cpu_ms_per_request": 1000 * cpu / max(raw["requests"], 1) if pids else None,
         "errors": errors,
+        # CPU seconds per second of the run, by who used them ("other": the rest of the machine's work)
+        "cores_used": {group: round(seconds / (raw["duration_us"] / 1e6), 2) for group, seconds in split.items()},
         "load_before": load,
         "raw": raw,
     }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def db_sessions(stack: common.Stack) -> int:
@@ -223,9 +236,14 @@ def _line(run: dict[str, Any]) -> str:
     return (
         f"{run['endpoint']:<28} {run['server']:<10} workers={run['workers']}  {run['rps']:7.0f} req/s  "
         f"p50 {run['p50_ms']:6.1f} ms  p99 {run['p99_ms']:6.1f} ms  CPU {run['server_cpu_ms_per_request']:.2f} ms/req  "
-        f"new DB connections {run['db_connections_opened']}  errors {run['errors']}  "
+        f"new DB connections {run['db_connections_opened']}  errors {run['errors']}  cores {run['cores_used']}  "
         f"(load before: {run['load_before']})"
     )
+
+
+def _cores(run: dict[str, Any]) -> str:
+    cores = run.get("cores_used") or {}
+    return " / ".join(f"{cores.get(g, 0):.2f}" for g in ("server", "postgres", "wrk", "other"))
 
 
 def table(results: dict[str, Any], args: argparse.Namespace) -> str:
@@ -233,15 +251,16 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     floors = {(r["server"], r["workers"]): r["rps"] for r in results["runs"] if r["endpoint"] == "GET /healthz"}
     rows = [
         "| endpoint | server | uvicorn workers | requests/s | p50 ms | p90 ms | p99 ms | vs /healthz "
-        "| server CPU ms/request | new DB connections | errors | load before |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| server CPU ms/request | cores: server / postgres / wrk / other | new DB connections | errors "
+        "| load before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["runs"]:
         floor = floors.get((r["server"], r["workers"]))
         ratio = f"{r['rps'] / floor:.2f}" if floor else ""
         rows.append(
             f"| {r['endpoint']} | {r['server']} | {r['workers']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-            f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {ratio} | {r['server_cpu_ms_per_request']:.2f} | "
+            f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {ratio} | {r['server_cpu_ms_per_request']:.2f} | {_cores(r)} | "
             f"{r['db_connections_opened']} | {r['errors']} | {r['load_before']} |"
         )
     get = [r for r in results["runs"] if r["endpoint"] == "GET /v1/jobs/{id}" and r["server"] == "this tree"]
@@ -257,7 +276,9 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"of one tenant in turn, {max(args.seed_jobs, KEYS)} jobs in the table, worker idle (none running); server "
         "`uvicorn api.main:app --workers N` (uvloop, httptools, access log on) on a private Postgres database. "
         "`vs /healthz` = requests/s over the same server's `/healthz` in the same run; server CPU = user + "
-        f"system time of the uvicorn process(es) per request (steadier than requests/s on a shared machine).{baseline}"
+        f"system time of the uvicorn process(es) per request (steadier than requests/s on a shared machine); "
+        "cores = CPU seconds per second of the run used by the server, Postgres, wrk and everything else on "
+        f"the machine (`other`: work that is not the benchmark's, which the 2 cores also ran).{baseline}"
         "\n\n"
         + "\n".join(rows)
         + f"\n\nTarget for `GET /v1/jobs/{{id}}` (>= {TARGET_RPS:.0f} req/s, p99 < {TARGET_P99_MS:.0f} ms): "

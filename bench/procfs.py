@@ -94,3 +94,39 @@ class ChildPeakSampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """pid -> (command name, CPU seconds so far) of every process now (those that vanish are skipped)."""
+    out: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def cpu_split(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], groups: dict[str, set[int] | str]
+) -> dict[str, float]:
+    """CPU seconds used between two `cpu_by_process` snapshots, per group: a group is a set of pids
+    or a command name; everything else is `other` (on a shared machine: the noise)."""
+    totals = dict.fromkeys([*groups, "other"], 0.0)
+    for pid, (name, seconds) in after.items():
+        used = seconds - before.get(pid, (name, 0.0))[1]
+        group = next((g for g, m in groups.items() if (pid in m if isinstance(m, set) else name == m)), "other")
+        totals[group] += max(used, 0.0)
+    return totals
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs have spent not idle since boot (/proc/stat: everything but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
