@@ -1,9 +1,12 @@
 """Dataset validation: `python -m ganft_core inspect PATH --format F` in a fenced subprocess.
 
 Uploaded archives may be hostile (zip bombs, huge images, malformed arrays), so the API
-never opens them itself: a short-lived child process loads the dataset under a wall-clock
+never opens them itself: a short-lived child process checks the dataset under a wall-clock
 timeout and an address-space limit (RLIMIT_AS), and prints either the dataset's summary
-or the loader's error as JSON. The API process stays small and never imports numpy.
+or the loader's error as JSON. The API process stays small and never imports numpy. The
+child streams the dataset (`ganft_core.data.inspect_dataset`): its memory stays within
+a few tens of MiB above its imports whatever the upload's size (bench/inspect_memory.py),
+so the limit refuses hostile files, not big valid ones.
 """
 
 from __future__ import annotations
@@ -44,11 +47,8 @@ _CHILD = (
 )
 
 
-def inspect_dataset(path: Path, fmt: str, *, timeout_s: float, max_memory_bytes: int) -> dict[str, Any]:
-    """The dataset's stats (`dataset_stats` of ganft_core), or a 422 Problem with the loader's message.
-
-    Blocking: call it from a threadpool.
-    """
+def inspector_command(path: Path, fmt: str, *, max_memory_bytes: int) -> tuple[list[str], dict[str, str]]:
+    """The child's command line and environment (what `inspect_dataset` runs; the benchmark runs it too)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": _core_root(),
@@ -59,6 +59,15 @@ def inspect_dataset(path: Path, fmt: str, *, timeout_s: float, max_memory_bytes:
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     command = [sys.executable, "-c", _CHILD, str(max_memory_bytes), "inspect", str(path), "--format", fmt]
+    return command, env
+
+
+def inspect_dataset(path: Path, fmt: str, *, timeout_s: float, max_memory_bytes: int) -> dict[str, Any]:
+    """The dataset's stats (`dataset_stats` of ganft_core), or a 422 Problem with the loader's message.
+
+    Blocking: call it from a threadpool.
+    """
+    command, env = inspector_command(path, fmt, max_memory_bytes=max_memory_bytes)
     try:
         done = subprocess.run(
             command,

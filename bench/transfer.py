@@ -9,9 +9,9 @@ the same disk (the API fsyncs what it stores) and `dd` reading the stored file t
 The client is curl (C, streams the file: `-T FILE -X POST`, `-F file=@FILE`). The API runs as
 `uvicorn api.main:app --workers 1`, so the uvicorn process is the one that serves (its RSS is
 read from /proc: VmHWM, reset before each transfer). The upload's dataset check runs in a
-subprocess (`python -m ganft_core inspect`), whose RSS is sampled separately: it loads the
-arrays (and converts them to float32), so it is large by design and bounded by
-GANFT_INSPECT_MAX_MEMORY_BYTES. The server-side timeline splits an upload into "receive"
+subprocess (`python -m ganft_core inspect`), whose RSS is sampled separately: it streams
+the arrays, so it stays small whatever the file's size (measured exactly, with the old
+approach beside it, by bench/inspect_memory.py). The server-side timeline splits an upload into "receive"
 (body -> store, hashed and fsynced) and "inspect" (from the inspector's start to the response).
 """
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ganft_core.config import TrainSpec
-from ganft_core.data import FORMATS, align_validation, dataset_stats, detect_format, load_dataset
+from ganft_core.data import FORMATS, align_validation, dataset_stats, detect_format, inspect_dataset, load_dataset
 from ganft_core.errors import DatasetError, GanftError, SpecError
 
 if TYPE_CHECKING:
@@ -126,10 +126,10 @@ class _StopOnInterrupt:
 def _inspect(args: argparse.Namespace) -> int:
     try:
         fmt = args.format or detect_format(args.path)
-        ds = load_dataset(args.path, fmt)
+        stats = inspect_dataset(args.path, fmt)  # dataset_stats(load_dataset(...)), streamed
     except MemoryError:
         raise DatasetError("the dataset does not fit in the memory allowed for checking it") from None
-    _emit({**dataset_stats(ds), "format": fmt})  # the format, so the caller can store what was detected
+    _emit({**stats, "format": fmt})  # the format, so the caller can store what was detected
     return 0
 
 

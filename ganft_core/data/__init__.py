@@ -5,7 +5,7 @@ numpy and Pillow only — never torch — because the API validates uploads by r
 """
 
 from ganft_core.data.archive import ArchiveLimits
-from ganft_core.data.load import FORMATS, detect_format, load_dataset
+from ganft_core.data.load import FORMATS, detect_format, inspect_dataset, load_dataset
 from ganft_core.data.split import align_validation, split_validation
 from ganft_core.data.types import UNLABELED, Dataset, Layout, dataset_stats
 
@@ -18,6 +18,7 @@ __all__ = [
     "align_validation",
     "dataset_stats",
     "detect_format",
+    "inspect_dataset",
     "load_dataset",
     "split_validation",
 ]

@@ -1,9 +1,10 @@
 """Reading untrusted zip files (imagefolder uploads and npz files) without trusting them.
 
-Nothing is ever extracted to disk: members are read into memory one at a time. Before any
-member is read, every entry is checked (names, symlinks, encryption, declared sizes and
-compression ratios); while reading, the byte counts are enforced again, because a zip's
-headers can lie about the size a member inflates to.
+Nothing is ever extracted to disk: members are read into memory one at a time, or streamed
+piece by piece (`SafeZip.open`, for an npz's large arrays). Before any member is read, every
+entry is checked (names, symlinks, encryption, declared sizes and compression ratios); while
+reading, the byte counts are enforced again, because a zip's headers can lie about the size a
+member inflates to.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from ganft_core.errors import DatasetError
 
@@ -119,27 +121,67 @@ class SafeZip:
 
     def read(self, member: Member) -> bytearray:
         """The member's bytes, enforcing its declared size and the archive's total while inflating."""
-        limit = min(member.size, self.limits.max_member_bytes)
         out = bytearray()
-        try:
-            with self._zip.open(member.info) as stream:
-                while chunk := stream.read(_CHUNK):
-                    out += chunk
-                    self._read_total += len(chunk)
-                    if len(out) > limit:
-                        raise DatasetError(f"zip entry {member.name!r} inflates beyond its declared size")
-                    if self._read_total > self.limits.max_total_bytes:
-                        raise DatasetError(f"the archive inflates to more than {self.limits.max_total_bytes} bytes")
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
-            # BadZipFile covers a CRC mismatch (zipfile itself stops at the declared size);
-            # NotImplementedError an unsupported compression method.
-            raise DatasetError(f"zip entry {member.name!r} cannot be read: {exc}") from exc
+        with self.open(member) as stream:
+            while chunk := stream.read(_CHUNK):
+                out += chunk
         return out
+
+    def open(self, member: Member) -> MemberStream:
+        """The member as a stream to inflate piece by piece (several may be open at once)."""
+        try:
+            raw = self._zip.open(member.info)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+            raise DatasetError(f"zip entry {member.name!r} cannot be read: {exc}") from exc
+        return MemberStream(self, member, raw)
 
     def close(self) -> None:
         self._zip.close()
 
     def __enter__(self) -> SafeZip:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class MemberStream:
+    """One member being inflated: `read(n)` enforces its declared size and the archive's total.
+
+    Reading up to the member's end is what makes zipfile check its CRC, so callers that stop
+    early (a header) and callers that read everything (a member's data) both get checked bytes.
+    """
+
+    def __init__(self, archive: SafeZip, member: Member, raw: IO[bytes]) -> None:
+        self._archive = archive
+        self._raw = raw
+        self.member = member
+        self.bytes_read = 0
+        self._limit = min(member.size, archive.limits.max_member_bytes)
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes (fewer only at the member's end)."""
+        name = self.member.name
+        try:
+            data = self._raw.read(n)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
+            # BadZipFile covers a CRC mismatch (zipfile itself stops at the declared size);
+            # EOFError a member shorter than its header says.
+            raise DatasetError(f"zip entry {name!r} cannot be read: {exc}") from exc
+        self.bytes_read += len(data)
+        self._archive._read_total += len(data)
+        if self.bytes_read > self._limit:
+            raise DatasetError(f"zip entry {name!r} inflates beyond its declared size")
+        if self._archive._read_total > self._archive.limits.max_total_bytes:
+            raise DatasetError(f"the archive inflates to more than {self._archive.limits.max_total_bytes} bytes")
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> MemberStream:
         return self
 
     def __exit__(

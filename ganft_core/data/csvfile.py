@@ -2,19 +2,23 @@
 
 An empty label means unlabeled. Labels are class names (classes sorted by name) unless every
 label is an integer, in which case they are class indices 0..K-1 and `-1` also means
-unlabeled (as in npz). The file is read as a stream; rows are gathered in float32 blocks.
+unlabeled (as in npz). The file is read as a stream; `load_csv` gathers rows in float32
+blocks, `inspect_csv` keeps none (it counts the label cells).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ganft_core.data.archive import ArchiveLimits
-from ganft_core.data.types import UNLABELED, Dataset, Layout, require_labeled_classes
+from ganft_core.data.types import UNLABELED, Dataset, Layout, NumberedClasses, require_class_examples, summary
 from ganft_core.errors import DatasetError
 
 _BLOCK = 4096  # rows per float32 block
@@ -41,27 +45,46 @@ def _header(row: list[str]) -> tuple[int, list[str]]:
     return labels[0], features
 
 
-def _labels(raw: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Class indices (-1 = unlabeled) and class names from the raw label cells."""
-    given = [s for s in raw if s]
+def _classes(tally: Counter[str], rows: int) -> tuple[list[str] | NumberedClasses, dict[str, int]]:
+    """The class names and each distinct label cell's class index (-1 = unlabeled)."""
+    given = [s for s in tally if s]
     try:
-        as_ints = [int(s) for s in given]
+        as_ints = {s: int(s) for s in given}
     except ValueError:
-        classes = sorted(set(given))
+        classes = sorted(given)
         index = {name: i for i, name in enumerate(classes)}
-        return np.array([index[s] if s else UNLABELED for s in raw], dtype=np.int64), classes
-    if as_ints and min(as_ints) < UNLABELED:
-        raise DatasetError(f"integer labels must be class indices or -1 (unlabeled); found {min(as_ints)}")
-    labels = np.array([int(s) if s else UNLABELED for s in raw], dtype=np.int64)
-    top = max(as_ints, default=UNLABELED)
-    return labels, [str(i) for i in range(top + 1)]
+        return classes, {s: index[s] if s else UNLABELED for s in tally}
+    low = min(as_ints.values(), default=UNLABELED)
+    if low < UNLABELED:
+        raise DatasetError(f"integer labels must be class indices or -1 (unlabeled); found {low}")
+    top = max(as_ints.values(), default=UNLABELED)
+    # More classes than rows + 5 leave more than five classes empty, the first five below that
+    # (require_class_examples): no need to name them all.
+    return NumberedClasses(min(top, rows + 5) + 1), {s: as_ints.get(s, UNLABELED) for s in tally}
 
 
-def load_csv(path: str | Path, limits: ArchiveLimits) -> Dataset:
-    """Load a comma-separated file (UTF-8, optional BOM); see the module docstring."""
-    blocks: list[np.ndarray] = []
+def _counts(tally: Counter[str], index: dict[str, int], classes: int) -> np.ndarray:
+    """Labeled rows per class, for the first `classes` classes."""
+    counts = np.zeros(classes, dtype=np.int64)
+    for cell, rows in tally.items():
+        if 0 <= index[cell] < classes:
+            counts[index[cell]] += rows
+    return counts
+
+
+@dataclass
+class _Csv:
+    features: int  # feature columns
+    rows: int
+    tally: Counter[str]  # label cell -> rows
+    blocks: list[np.ndarray]  # float32 rows, when kept
+    labels: list[str]  # the label cell of each row, when kept
+
+
+def _read_csv(path: str | Path, limits: ArchiveLimits, *, keep: bool) -> _Csv:
+    """Parse and check every cell; with `keep`, also gather the rows (float32 blocks) and label cells."""
+    out = _Csv(features=0, rows=0, tally=Counter(), blocks=[], labels=[])
     rows: list[list[float]] = []
-    raw_labels: list[str] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -69,6 +92,7 @@ def load_csv(path: str | Path, limits: ArchiveLimits) -> Dataset:
             if header is None:
                 raise DatasetError("the csv file is empty")
             label_col, features = _header(header)
+            out.features = len(features)
             width = len(header)
             for cells in reader:
                 if not cells or all(not c.strip() for c in cells):
@@ -79,7 +103,10 @@ def load_csv(path: str | Path, limits: ArchiveLimits) -> Dataset:
                 row: list[float] = []
                 for i, cell in enumerate(cells):
                     if i == label_col:
-                        raw_labels.append(cell.strip())
+                        label = cell.strip()
+                        out.tally[label] += 1
+                        if keep:
+                            out.labels.append(label)
                         continue
                     try:
                         value = float(cell)
@@ -92,22 +119,41 @@ def load_csv(path: str | Path, limits: ArchiveLimits) -> Dataset:
                             f"line {line}, column {header[i].strip()!r}: {cell!r} is not a finite number"
                         )
                     row.append(value)
-                rows.append(row)
-                if len(rows) == _BLOCK:
-                    blocks.append(np.array(rows, dtype=np.float32))
-                    rows = []
-                    if len(raw_labels) * len(features) > limits.max_dataset_values:
+                out.rows += 1
+                if keep:
+                    rows.append(row)
+                if out.rows % _BLOCK == 0:
+                    if keep:
+                        out.blocks.append(np.array(rows, dtype=np.float32))
+                        rows = []
+                    if out.rows * len(features) > limits.max_dataset_values:
                         raise DatasetError(f"the csv holds more than {limits.max_dataset_values} values")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"the csv file is not UTF-8 text: {exc}") from exc
     except csv.Error as exc:
         raise DatasetError(f"the csv file cannot be parsed: {exc}") from exc
     if rows:
-        blocks.append(np.array(rows, dtype=np.float32))
-    if not blocks:
+        out.blocks.append(np.array(rows, dtype=np.float32))
+    if not out.rows:
         raise DatasetError("the csv file has a header but no rows")
-    x = np.concatenate(blocks)
-    labels, classes = _labels(raw_labels)
-    ds = Dataset(x=x, y=labels, classes=classes, layout=Layout("features", features=len(features)))
-    require_labeled_classes(ds)
-    return ds
+    return out
+
+
+def load_csv(path: str | Path, limits: ArchiveLimits) -> Dataset:
+    """Load a comma-separated file (UTF-8, optional BOM); see the module docstring."""
+    parsed = _read_csv(path, limits, keep=True)
+    classes, index = _classes(parsed.tally, parsed.rows)
+    require_class_examples(classes, _counts(parsed.tally, index, len(classes)))
+    labels = np.array([index[s] for s in parsed.labels], dtype=np.int64)
+    x = np.concatenate(parsed.blocks)
+    return Dataset(x=x, y=labels, classes=list(classes), layout=Layout("features", features=parsed.features))
+
+
+def inspect_csv(path: str | Path, limits: ArchiveLimits) -> dict[str, Any]:
+    """`dataset_stats(load_csv(path))` with the same checks, keeping no rows: labels are only counted."""
+    parsed = _read_csv(path, limits, keep=False)
+    classes, index = _classes(parsed.tally, parsed.rows)
+    counts = _counts(parsed.tally, index, len(classes))
+    require_class_examples(classes, counts)
+    layout = Layout("features", features=parsed.features)
+    return summary(examples=parsed.rows, classes=classes, counts=counts, layout=layout, notes=[])

@@ -1,7 +1,8 @@
 """The `imagefolder` format: a zip of `<class_name>/<image>` (PNG or JPEG), unlabeled images under `_unlabeled/`.
 
 One top-level folder wrapping everything (`data/cats/1.png`) is accepted. Images are read
-in memory one at a time through SafeZip; each image's size is checked from its header
+in memory one at a time through SafeZip (`inspect_imagefolder` keeps only their modes and
+sizes, `load_imagefolder` their pixels); each image's size is checked from its header
 before it is decoded (decompression bombs). Mixed sizes are resized to the most common size
 and mixed modes converted (RGB if any image has colour, else greyscale); `notes` says so.
 """
@@ -13,12 +14,20 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ganft_core.data.archive import ArchiveLimits, Member, SafeZip
-from ganft_core.data.types import UNLABELED, Dataset, Layout, require_labeled_classes
+from ganft_core.data.types import (
+    UNLABELED,
+    Dataset,
+    Layout,
+    require_class_examples,
+    require_labeled_classes,
+    summary,
+)
 from ganft_core.errors import DatasetError
 
 UNLABELED_FOLDER = "_unlabeled"
@@ -104,62 +113,100 @@ def _decode(member: Member, data: bytearray, limits: ArchiveLimits, tally: _Tall
     return image.convert("RGB")
 
 
-def load_imagefolder(path: str | Path, limits: ArchiveLimits) -> Dataset:
-    """Load a zip of class folders of PNG/JPEG images; see the module docstring."""
-    tally = _Tally()
-    images: list[Image.Image] = []
-    folders: list[str] = []
+@dataclass
+class _Folder:
+    """What reading the archive found: each image's class folder, mode and size (and pixels, when kept)."""
+
+    folders: list[str]  # class folder of each image, in entry order
+    modes: list[str]  # "L" or "RGB"
+    sizes: list[tuple[int, int]]  # (width, height)
+    folder_entries: set[str]  # class folders present as folder entries
+    tally: _Tally
+    images: list[Image.Image]  # when kept
+
+
+def _read_folder(path: str | Path, limits: ArchiveLimits, *, keep: bool) -> _Folder:
+    """Decode every image (one at a time), checking each; with `keep`, also keep them."""
+    out = _Folder([], [], [], set(), _Tally(), [])
     budget = 0  # decoded bytes so far (uint8, one per channel)
     with SafeZip(path, limits) as archive:
-        entries, folder_entries = _layout_paths(archive.members, archive.folders)
+        entries, out.folder_entries = _layout_paths(archive.members, archive.folders)
         for member, folder in entries:
-            image = _decode(member, archive.read(member), limits, tally)
+            image = _decode(member, archive.read(member), limits, out.tally)
             budget += image.width * image.height * len(image.getbands())
             if budget > limits.max_dataset_values:
                 raise DatasetError(f"the images decode to more than {limits.max_dataset_values} values")
-            images.append(image)
-            folders.append(folder)
+            out.folders.append(folder)
+            out.modes.append(image.mode)
+            out.sizes.append(image.size)
+            if keep:
+                out.images.append(image)
+    return out
 
-    present = set(folders)
-    empty = sorted(folder_entries - present - {UNLABELED_FOLDER})
+
+@dataclass
+class _Summary:
+    classes: list[str]
+    labels: np.ndarray  # int64 (N,), -1 = unlabeled
+    layout: Layout
+    notes: list[str]
+    colour: bool  # images are converted to RGB (else to greyscale)
+
+
+def _summarise(found: _Folder, limits: ArchiveLimits) -> _Summary:
+    """Classes, labels, the common size and mode, and notes on every conversion."""
+    present = set(found.folders)
+    empty = sorted(found.folder_entries - present - {UNLABELED_FOLDER})
     if empty:
         raise DatasetError(f"class folder {empty[0]!r} has no images")
     classes = sorted(present - {UNLABELED_FOLDER})
     index = {name: i for i, name in enumerate(classes)}
-    labels = np.array([index.get(f, UNLABELED) for f in folders], dtype=np.int64)
+    labels = np.array([index.get(f, UNLABELED) for f in found.folders], dtype=np.int64)
 
     notes: list[str] = []
+    tally = found.tally
     if tally.sixteen_bit:
         notes.append(f"reduced {tally.sixteen_bit} 16-bit greyscale image(s) to 8 bits")
     if tally.alpha_dropped:
         notes.append(f"dropped the alpha channel of {tally.alpha_dropped} image(s)")
-    colour = any(im.mode == "RGB" for im in images)
-    grey = sum(im.mode == "L" for im in images)
+    colour = "RGB" in found.modes
+    grey = found.modes.count("L")
     if colour and grey:
         notes.append(f"converted {grey} greyscale image(s) to RGB (the dataset has colour images)")
-    sizes = Counter(im.size for im in images)
+    sizes = Counter(found.sizes)
     (width, height), _ = sizes.most_common(1)[0]  # ties go to the first size seen (entries sorted by name)
     if len(sizes) > 1:
-        others = len(images) - sizes[(width, height)]
+        others = len(found.sizes) - sizes[(width, height)]
         notes.append(f"resized {others} image(s) to {width}×{height} (the most common size)")
     channels = 3 if colour else 1
-    if len(images) * channels * height * width > limits.max_dataset_values:
+    if len(found.sizes) * channels * height * width > limits.max_dataset_values:
         raise DatasetError(f"the images decode to more than {limits.max_dataset_values} values")
+    layout = Layout("image", channels=channels, height=height, width=width)
+    return _Summary(classes, labels, layout, notes, colour)
 
-    x = np.empty((len(images), channels, height, width), dtype=np.float32)
-    for i, image in enumerate(images):
-        image = image.convert("RGB" if colour else "L")
+
+def load_imagefolder(path: str | Path, limits: ArchiveLimits) -> Dataset:
+    """Load a zip of class folders of PNG/JPEG images; see the module docstring."""
+    found = _read_folder(path, limits, keep=True)
+    done = _summarise(found, limits)
+    _, height, width = done.layout.shape()
+    x = np.empty((len(found.images), *done.layout.shape()), dtype=np.float32)
+    for i, image in enumerate(found.images):
+        image = image.convert("RGB" if done.colour else "L")
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         pixels = np.asarray(image, dtype=np.uint8)
-        x[i] = pixels.transpose(2, 0, 1) if colour else pixels[None]
+        x[i] = pixels.transpose(2, 0, 1) if done.colour else pixels[None]
     np.divide(x, 255.0, out=x)
-    ds = Dataset(
-        x=x,
-        y=labels,
-        classes=classes,
-        layout=Layout("image", channels=channels, height=height, width=width),
-        notes=notes,
-    )
+    ds = Dataset(x=x, y=done.labels, classes=done.classes, layout=done.layout, notes=done.notes)
     require_labeled_classes(ds)
     return ds
+
+
+def inspect_imagefolder(path: str | Path, limits: ArchiveLimits) -> dict[str, Any]:
+    """`dataset_stats(load_imagefolder(path))` with the same checks, keeping no pixels (each image is
+    decoded, checked and dropped)."""
+    done = _summarise(_read_folder(path, limits, keep=False), limits)
+    counts = np.bincount(done.labels[done.labels != UNLABELED], minlength=len(done.classes))
+    require_class_examples(done.classes, counts)
+    return summary(examples=len(done.labels), classes=done.classes, counts=counts, layout=done.layout, notes=done.notes)

@@ -1,15 +1,17 @@
-"""`load_dataset`: pick the format (given, or sniffed from the file's first bytes) and load it."""
+"""`load_dataset` / `inspect_dataset`: pick the format (given, or sniffed from the file's first bytes), then
+load the dataset, or only check it and summarise it (what the API's upload check runs)."""
 
 from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ganft_core.data.archive import ArchiveLimits, SafeZip
-from ganft_core.data.csvfile import load_csv
-from ganft_core.data.imagefolder import load_imagefolder
-from ganft_core.data.npz import load_npz
+from ganft_core.data.csvfile import inspect_csv, load_csv
+from ganft_core.data.imagefolder import inspect_imagefolder, load_imagefolder
+from ganft_core.data.npz import inspect_npz, load_npz
 from ganft_core.data.types import Dataset
 from ganft_core.errors import DatasetError
 
@@ -18,6 +20,12 @@ _LOADERS: dict[str, Callable[[Path, ArchiveLimits], Dataset]] = {
     "imagefolder": load_imagefolder,
     "npz": load_npz,
     "csv": load_csv,
+}
+# Each gives dataset_stats(loader(...)) after the same checks, without holding the dataset in memory.
+_INSPECTORS: dict[str, Callable[[Path, ArchiveLimits], dict[str, Any]]] = {
+    "imagefolder": inspect_imagefolder,
+    "npz": inspect_npz,
+    "csv": inspect_csv,
 }
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty zip
 _NPY_MAGIC = b"\x93NUMPY"
@@ -56,12 +64,28 @@ def load_dataset(path: str | Path, fmt: str | None = None, *, limits: ArchiveLim
 
     Every problem the user can fix is a DatasetError whose message names it.
     """
+    path, fmt = _resolve(path, fmt, limits)
+    return _LOADERS[fmt](path, limits)
+
+
+def inspect_dataset(
+    path: str | Path, fmt: str | None = None, *, limits: ArchiveLimits = ArchiveLimits()
+) -> dict[str, Any]:
+    """`dataset_stats(load_dataset(path, fmt))`, with the same checks and errors, in bounded memory.
+
+    The dataset is streamed, never held: an npz's arrays a few MiB at a time, a csv's rows one
+    at a time, an imagefolder's images one at a time (only their sizes and modes are kept).
+    """
+    path, fmt = _resolve(path, fmt, limits)
+    return _INSPECTORS[fmt](path, limits)
+
+
+def _resolve(path: str | Path, fmt: str | None, limits: ArchiveLimits) -> tuple[Path, str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"no dataset file at {path}")
     if fmt is None:
         fmt = detect_format(path, limits)
-    loader = _LOADERS.get(fmt.lower())
-    if loader is None:
+    if fmt.lower() not in _LOADERS:
         raise DatasetError(f"unknown dataset format {fmt!r}; use one of {', '.join(FORMATS)}", field="format")
-    return loader(path, limits)
+    return path, fmt.lower()

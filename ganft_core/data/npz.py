@@ -1,143 +1,76 @@
 """The `npz` format: arrays `x` (images or feature vectors), `y` (labels, -1 = unlabeled), optional `classes`.
 
-The npz is read through SafeZip and each `.npy` member is parsed here with numpy's header
-reader: object arrays are refused outright (nothing is ever unpickled), and an array header
-claiming more data than its member holds is refused before anything is allocated.
+The npz is read through SafeZip, and `x` and `y` are streamed (npy.py): each is inflated and
+checked a few MiB at a time (NaN/inf, value range, label range, counts per class), so
+inspecting an upload (`inspect_npz`) needs little memory whatever its size, and loading it
+(`load_npz`) needs the float32 dataset and one chunk. Object arrays are refused outright
+(nothing is ever unpickled), and an array header claiming more data than its member holds is
+refused before anything is allocated.
 """
 
 from __future__ import annotations
 
-import io
-import math
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ganft_core.data.archive import ArchiveLimits, Member, SafeZip
+from ganft_core.data.archive import ArchiveLimits, Member, MemberStream, SafeZip
+from ganft_core.data.npy import Box, NpyHeader, read_array, read_chunks, read_header
 from ganft_core.data.types import (
     UNLABELED,
     Dataset,
     Layout,
-    require_finite,
-    require_labeled_classes,
+    NumberedClasses,
+    require_class_examples,
     require_unique_classes,
+    summary,
 )
 from ganft_core.errors import DatasetError
 
-_KINDS = "biufUS"  # numbers, and strings for `classes`
 _CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+_CHUNK_BYTES = 8 << 20  # stored bytes of x or y checked at a time
 
 
-def read_npy(data: bytearray, name: str) -> np.ndarray:
-    """Parse one `.npy` member without pickles; the result views `data` (no copy)."""
-    stream = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:
-            raise DatasetError(f"{name}: unsupported .npy version {version}")
-    except ValueError as exc:
-        raise DatasetError(f"{name} is not a valid .npy array: {exc}") from exc
-    if dtype.hasobject:
-        raise DatasetError(f"{name} is an object array; store numbers (and strings for classes), not Python objects")
-    if dtype.kind not in _KINDS or dtype.fields is not None:
-        raise DatasetError(f"{name} has dtype {dtype}; use integers, floats or strings")
-    count = math.prod(shape)
-    offset = stream.tell()
-    if count * dtype.itemsize != len(data) - offset:
-        raise DatasetError(f"{name}: the header says shape {shape} of {dtype} but the member holds other data")
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return flat.reshape(shape, order="F" if fortran else "C")
+@dataclass(frozen=True)
+class _Axes:
+    """How x's axes map onto the dataset's (N×C×H×W images, N×F features)."""
+
+    add_channel: bool = False  # N×H×W: a channel axis of 1 goes in at position 1
+    order: tuple[int, ...] | None = None  # then this transpose (N×H×W×C -> N×C×H×W)
+
+    def array(self, values: np.ndarray) -> np.ndarray:
+        values = values[:, None] if self.add_channel else values
+        return values if self.order is None else values.transpose(self.order)
+
+    def box(self, box: Box) -> Box:
+        box = (box[0], slice(0, 1), *box[1:]) if self.add_channel else box
+        return box if self.order is None else tuple(box[i] for i in self.order)
 
 
-def _image_layout(x: np.ndarray, notes: list[str]) -> tuple[np.ndarray, Layout]:
-    """x as N×C×H×W. A 4-D x is N×C×H×W when axis 1 looks like channels, else N×H×W×C."""
-    if x.ndim == 3:
-        x = x[:, None]
-    else:
-        first, last = x.shape[1] in _CHANNELS, x.shape[3] in _CHANNELS
-        if first and last:
-            notes.append(f"x of shape {x.shape} could be N×C×H×W or N×H×W×C; read as N×C×H×W")
-        elif last:
-            x = x.transpose(0, 3, 1, 2)
-        elif not first:
-            raise DatasetError(
-                f"x has shape {x.shape}: neither axis 1 nor axis 3 holds 1, 3 or 4 channels "
-                "(expected N×C×H×W or N×H×W×C)"
-            )
-    _, c, h, w = x.shape
-    return x, Layout("image", channels=c, height=h, width=w)
+def _image_layout(shape: tuple[int, ...], notes: list[str]) -> tuple[Layout, _Axes]:
+    """A 4-D x is N×C×H×W when axis 1 looks like channels, else N×H×W×C; a 3-D one gets a channel."""
+    if len(shape) == 3:
+        _, h, w = shape
+        return Layout("image", channels=1, height=h, width=w), _Axes(add_channel=True)
+    first, last = shape[1] in _CHANNELS, shape[3] in _CHANNELS
+    if first and last:
+        notes.append(f"x of shape {shape} could be N×C×H×W or N×H×W×C; read as N×C×H×W")
+    elif last:
+        _, h, w, c = shape
+        return Layout("image", channels=c, height=h, width=w), _Axes(order=(0, 3, 1, 2))
+    elif not first:
+        raise DatasetError(
+            f"x has shape {shape}: neither axis 1 nor axis 3 holds 1, 3 or 4 channels (expected N×C×H×W or N×H×W×C)"
+        )
+    _, c, h, w = shape
+    return Layout("image", channels=c, height=h, width=w), _Axes()
 
 
-def _images(x: np.ndarray, notes: list[str]) -> tuple[np.ndarray, Layout]:
-    x, layout = _image_layout(x, notes)
-    if x.dtype == np.uint8:
-        out = np.ascontiguousarray(x, dtype=np.float32)  # one copy, already in N×C×H×W memory order
-        out /= 255.0
-        return out, layout
-    if x.dtype.kind != "f":
-        raise DatasetError(f"images in x must be uint8 (0..255) or float in [0, 1], not {x.dtype}")
-    out = np.ascontiguousarray(x, dtype=np.float32)
-    require_finite(out, "x")
-    low, high = float(out.min()), float(out.max())
-    if low < -1e-6 or high > 1 + 1e-6:
-        raise DatasetError(f"float images must lie in [0, 1]; x holds values from {low:g} to {high:g}")
-    return np.clip(out, 0.0, 1.0, out=out), layout
-
-
-def _labels(y: np.ndarray | None, n: int, notes: list[str]) -> np.ndarray:
-    if y is None:
-        notes.append("no y array: every example is unlabeled")
-        return np.full(n, UNLABELED, dtype=np.int64)
-    if y.ndim != 1 or len(y) != n:
-        raise DatasetError(f"y must have shape ({n},) to match x, not {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not (y == np.round(y)).all():
-            raise DatasetError("y must hold integer labels (-1 = unlabeled)")
-    elif y.dtype.kind not in "iu":
-        raise DatasetError(f"y must hold integer labels, not {y.dtype}")
-    labels = y.astype(np.int64)
-    if n and labels.min() < UNLABELED:
-        raise DatasetError(f"labels must be class indices or -1 (unlabeled); found {int(labels.min())}")
-    return labels
-
-
-def _classes(raw: np.ndarray | None, labels: np.ndarray) -> list[str]:
-    if raw is None:
-        top = int(labels.max()) if len(labels) else UNLABELED
-        return [str(i) for i in range(top + 1)]
-    if raw.ndim != 1 or raw.dtype.kind not in "US":
-        raise DatasetError("classes must be a 1-D array of strings")
-    names = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in raw.tolist()]
-    require_unique_classes(names)
-    if len(labels) and labels.max() >= len(names):
-        raise DatasetError(f"y holds label {int(labels.max())} but only {len(names)} classes are named")
-    return names
-
-
-def load_npz(path: str | Path, limits: ArchiveLimits) -> Dataset:
-    """Load an npz file (compressed or not); see the module docstring for what it must hold."""
-    arrays: dict[str, np.ndarray] = {}
-    ignored: list[str] = []
-    with SafeZip(path, limits) as archive:
-        by_key: dict[str, Member] = {}
-        for member in archive.members:
-            if not member.name.endswith(".npy"):
-                raise DatasetError(f"npz member {member.name!r} is not a .npy array")
-            by_key[member.name[: -len(".npy")]] = member
-        if "x" not in by_key:
-            raise DatasetError(f"the npz has no array 'x' (found: {', '.join(sorted(by_key)) or 'nothing'})")
-        for key, member in by_key.items():
-            if key in ("x", "y", "classes"):
-                arrays[key] = read_npy(archive.read(member), member.name)
-            else:
-                ignored.append(key)
-
-    notes: list[str] = [f"ignored arrays: {', '.join(sorted(ignored))}"] if ignored else []
-    x = arrays["x"]
+def _x_layout(x: NpyHeader, limits: ArchiveLimits, notes: list[str]) -> tuple[Layout, _Axes]:
+    """Everything the header of x can tell: size, shape and dtype."""
     if x.size > limits.max_dataset_values:
         raise DatasetError(f"x holds {x.size} values; at most {limits.max_dataset_values} are allowed")
     if x.ndim == 0 or x.shape[0] == 0:
@@ -147,14 +80,166 @@ def load_npz(path: str | Path, limits: ArchiveLimits) -> Dataset:
     if x.ndim == 2:
         if x.dtype.kind not in "biuf":
             raise DatasetError(f"feature vectors in x must be numbers, not {x.dtype}")
-        data = np.ascontiguousarray(x, dtype=np.float32)
-        require_finite(data, "x")
-        layout = Layout("features", features=x.shape[1])
-    elif x.ndim in (3, 4):
-        data, layout = _images(x, notes)
+        return Layout("features", features=x.shape[1]), _Axes()
+    if x.ndim in (3, 4):
+        layout, axes = _image_layout(x.shape, notes)
+        if x.dtype != np.uint8 and x.dtype.kind != "f":
+            raise DatasetError(f"images in x must be uint8 (0..255) or float in [0, 1], not {x.dtype}")
+        return layout, axes
+    raise DatasetError(f"x has shape {x.shape}: expected N×F (features), N×H×W, N×C×H×W or N×H×W×C (images)")
+
+
+def _scan_x(stream: MemberStream, header: NpyHeader, layout: Layout, axes: _Axes, out: np.ndarray | None) -> None:
+    """Check x chunk by chunk (NaN/inf, the [0, 1] range of float images); fill `out` (float32) when given."""
+    images = layout.kind == "image"
+    scaled = images and header.dtype == np.uint8  # stored 0..255, used as value/255
+    checked = header.dtype.kind == "f"  # integers are always finite in float32
+    first_bad: tuple[int, ...] | None = None
+    low, high = np.inf, -np.inf
+    for box, values in read_chunks(stream, header, _CHUNK_BYTES):
+        target = None if out is None else out[axes.box(box)]
+        if checked:
+            values = values.astype(np.float32, copy=False)  # as the dataset holds them: float64 1e39 is inf
+            finite = np.isfinite(values)
+            if not finite.all():
+                # The first bad value in the dataset's N×C×H×W order: the box's first, offset by its start.
+                bad = axes.array(~finite)
+                at = np.unravel_index(int(np.argmax(bad)), bad.shape)
+                where = tuple(int(s.start + i) for s, i in zip(axes.box(box), at, strict=True))
+                first_bad = where if first_bad is None else min(first_bad, where)
+            elif images:
+                low, high = min(low, float(values.min())), max(high, float(values.max()))
+        if target is not None:
+            target[...] = axes.array(values)
+            if scaled:
+                np.divide(target, 255.0, out=target)
+    if first_bad is not None:
+        raise DatasetError(f"x holds NaN or infinite values (first at index {first_bad})")
+    if images and checked:
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise DatasetError(f"float images must lie in [0, 1]; x holds values from {low:g} to {high:g}")
+        if out is not None:
+            np.clip(out, 0.0, 1.0, out=out)
+
+
+@dataclass
+class _Labels:
+    """What the scan of y found: labeled examples per class, and the largest label."""
+
+    counts: np.ndarray  # int64, labeled examples of classes 0..len-1 (len = the largest label counted + 1)
+    high: int  # the largest label (-1: none labeled)
+    cap: int  # labels from here on were not counted
+
+    @property
+    def complete(self) -> bool:
+        return self.high < self.cap
+
+
+def _scan_y(stream: MemberStream | None, header: NpyHeader | None, n: int, out: np.ndarray | None) -> _Labels:
+    """Check y chunk by chunk and count labels per class; fill `out` (int64) when given.
+
+    Counts stop at `n + 5` classes (see `require_class_examples`): a y whose labels claim more
+    classes than there are examples is refused with the same message without counting them all.
+    """
+    if header is None or stream is None:
+        if out is not None:
+            out.fill(UNLABELED)
+        return _Labels(np.zeros(0, dtype=np.int64), UNLABELED, cap=0)
+    if header.ndim != 1 or header.shape[0] != n:
+        raise DatasetError(f"y must have shape ({n},) to match x, not {header.shape}")
+    if header.dtype.kind not in "iuf":
+        raise DatasetError(f"y must hold integer labels, not {header.dtype}")
+    cap = n + 5
+    counts = np.zeros(0, dtype=np.int64)
+    low, high = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    for box, values in read_chunks(stream, header, _CHUNK_BYTES):
+        if header.dtype.kind == "f" and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+            raise DatasetError("y must hold integer labels (-1 = unlabeled)")
+        labels = values.astype(np.int64)
+        low, high = min(low, int(labels.min())), max(high, int(labels.max()))
+        part = np.bincount(labels[(labels >= 0) & (labels < cap)])
+        if len(part) > len(counts):
+            counts = np.concatenate([counts, np.zeros(len(part) - len(counts), dtype=np.int64)])
+        counts[: len(part)] += part
+        if out is not None:
+            out[box] = labels
+    if low < UNLABELED:
+        raise DatasetError(f"labels must be class indices or -1 (unlabeled); found {low}")
+    return _Labels(counts, high, cap)
+
+
+def _classes(raw: np.ndarray | None, labels: _Labels) -> tuple[list[str] | NumberedClasses, np.ndarray]:
+    """The class names, and the labeled examples per class (padded or cut to the classes counted)."""
+    if raw is None:
+        # Past the cap only the first five empty classes matter for the message, and they lie below it.
+        names: list[str] | NumberedClasses = NumberedClasses(min(labels.high, labels.cap) + 1)
     else:
-        raise DatasetError(f"x has shape {x.shape}: expected N×F (features), N×H×W, N×C×H×W or N×H×W×C (images)")
-    labels = _labels(arrays.get("y"), len(data), notes)
-    ds = Dataset(x=data, y=labels, classes=_classes(arrays.get("classes"), labels), layout=layout, notes=notes)
-    require_labeled_classes(ds)
-    return ds
+        if raw.ndim != 1 or raw.dtype.kind not in "US":
+            raise DatasetError("classes must be a 1-D array of strings")
+        names = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in raw.tolist()]
+        require_unique_classes(names)
+        if labels.high >= len(names):
+            raise DatasetError(f"y holds label {labels.high} but only {len(names)} classes are named")
+    counts = labels.counts  # every label is below len(names) by now
+    if labels.complete and len(counts) < len(names):  # the classes past the largest label have none
+        counts = np.concatenate([counts, np.zeros(len(names) - len(counts), dtype=np.int64)])
+    return names, counts
+
+
+@dataclass
+class _Npz:
+    examples: int
+    classes: list[str] | NumberedClasses
+    counts: np.ndarray  # labeled examples per class
+    layout: Layout
+    notes: list[str]
+    x: np.ndarray | None  # float32 N×C×H×W or N×F, when loaded
+    y: np.ndarray | None  # int64 (N,), when loaded
+
+
+def _read_npz(path: str | Path, limits: ArchiveLimits, *, load: bool) -> _Npz:
+    """Check the npz in one streaming pass; with `load`, also build x (float32) and y (int64)."""
+    with SafeZip(path, limits) as archive, ExitStack() as opened:
+        by_key: dict[str, Member] = {}
+        for member in archive.members:
+            if not member.name.endswith(".npy"):
+                raise DatasetError(f"npz member {member.name!r} is not a .npy array")
+            by_key[member.name[: -len(".npy")]] = member
+        if "x" not in by_key:
+            raise DatasetError(f"the npz has no array 'x' (found: {', '.join(sorted(by_key)) or 'nothing'})")
+        # Every header is checked before any data is read (members in name order).
+        streams: dict[str, MemberStream] = {}
+        headers: dict[str, NpyHeader] = {}
+        for key, member in by_key.items():
+            if key in ("x", "y", "classes"):
+                streams[key] = opened.enter_context(archive.open(member))
+                headers[key] = read_header(streams[key], member.name, member.size)
+        ignored = sorted(set(by_key) - set(headers))
+
+        notes: list[str] = [f"ignored arrays: {', '.join(ignored)}"] if ignored else []
+        x = headers["x"]
+        layout, axes = _x_layout(x, limits, notes)
+        n = x.shape[0]
+        data = np.empty((n, *layout.shape()), dtype=np.float32) if load else None
+        _scan_x(streams["x"], x, layout, axes, data)
+        if "y" not in headers:
+            notes.append("no y array: every example is unlabeled")
+        y = np.empty(n, dtype=np.int64) if load else None
+        labels = _scan_y(streams.get("y"), headers.get("y"), n, y)
+        raw = read_array(streams["classes"], headers["classes"]) if "classes" in headers else None
+    classes, counts = _classes(raw, labels)
+    require_class_examples(classes, counts)
+    return _Npz(n, list(classes), counts, layout, notes, data, y)
+
+
+def load_npz(path: str | Path, limits: ArchiveLimits) -> Dataset:
+    """Load an npz file (compressed or not); see the module docstring for what it must hold."""
+    npz = _read_npz(path, limits, load=True)
+    assert npz.x is not None and npz.y is not None
+    return Dataset(x=npz.x, y=npz.y, classes=list(npz.classes), layout=npz.layout, notes=npz.notes)
+
+
+def inspect_npz(path: str | Path, limits: ArchiveLimits) -> dict[str, Any]:
+    """`dataset_stats(load_npz(path))` without loading the arrays: the same checks, a few MiB of memory."""
+    npz = _read_npz(path, limits, load=False)
+    return summary(examples=npz.examples, classes=npz.classes, counts=npz.counts, layout=npz.layout, notes=npz.notes)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -100,12 +101,42 @@ def class_counts(ds: Dataset) -> np.ndarray:
     return np.bincount(ds.y[ds.labeled], minlength=len(ds.classes))
 
 
+class NumberedClasses(Sequence[str]):
+    """The class names '0'..'K-1' without building K strings (K comes from an untrusted label)."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [str(i) for i in range(self._count)[index]]
+        return str(range(self._count)[index])
+
+
 def require_labeled_classes(ds: Dataset) -> None:
     """Every class must have at least one labeled example (a class without any cannot be learned)."""
-    counts = class_counts(ds)
-    empty = [ds.classes[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
-        shown = ", ".join(repr(c) for c in empty[:5]) + (" ..." if len(empty) > 5 else "")
+    require_class_examples(ds.classes, class_counts(ds))
+
+
+def require_class_examples(classes: Sequence[str], counts: np.ndarray) -> None:
+    """`require_labeled_classes` from per-class counts of labeled examples.
+
+    Classes past the end of `counts` count as empty. A streaming reader stops counting at
+    `examples + 5` classes: past that, at least five classes inside `counts` are empty, so the
+    message (the first five, then '...') is the same as with every class counted.
+    """
+    empty = np.flatnonzero(counts[: len(classes)] == 0)
+    beyond = max(0, len(classes) - len(counts))
+    if len(empty) or beyond:
+        first = [*empty[:5].tolist(), *range(len(counts), len(counts) + min(beyond, 5))][:5]
+        shown = ", ".join(repr(classes[i]) for i in first) + (" ..." if len(empty) + beyond > 5 else "")
         raise DatasetError(f"every class needs at least one labeled example; none for class {shown}")
 
 
@@ -128,14 +159,20 @@ def require_unique_classes(classes: list[str]) -> None:
 
 def dataset_stats(ds: Dataset) -> dict[str, Any]:
     """JSON-ready summary: what `python -m ganft_core inspect` prints and the API stores."""
-    counts = class_counts(ds)
+    return summary(examples=len(ds), classes=ds.classes, counts=class_counts(ds), layout=ds.layout, notes=ds.notes)
+
+
+def summary(
+    *, examples: int, classes: Sequence[str], counts: np.ndarray, layout: Layout, notes: list[str]
+) -> dict[str, Any]:
+    """`dataset_stats` from what a streaming reader counted (`counts`: labeled examples per class)."""
     labeled = int(counts.sum())
     return {
-        "examples": len(ds),
+        "examples": examples,
         "labeled": labeled,
-        "unlabeled": len(ds) - labeled,
-        "classes": list(ds.classes),
-        "class_counts": {name: int(n) for name, n in zip(ds.classes, counts, strict=True)},
-        "layout": ds.layout.to_dict(),
-        "notes": list(ds.notes),
+        "unlabeled": examples - labeled,
+        "classes": list(classes),
+        "class_counts": {name: int(n) for name, n in zip(classes, counts, strict=True)},
+        "layout": layout.to_dict(),
+        "notes": list(notes),
     }
