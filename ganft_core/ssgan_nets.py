@@ -60,8 +60,9 @@ def _architecture_args(name: str, train: Dataset, overrides: dict[str, Any]) -> 
         args["in_shape"] = list(layout.shape())
     if "in_channels" in known:
         if layout.kind != "image":
-            raise SpecError(f"architecture {name!r} needs images, the dataset holds {layout.describe()}",
-                            field="architecture")
+            raise SpecError(
+                f"architecture {name!r} needs images, the dataset holds {layout.describe()}", field="architecture"
+            )
         args["in_channels"] = layout.channels
     if "small_input" in known and layout.kind == "image":
         args["small_input"] = max(layout.height, layout.width) <= 64
@@ -96,8 +97,10 @@ def build_classifier(hp: SsganHyperparameters, train: Dataset, base_model: Path 
     if meta.role != "classifier":
         raise ModelError(f"the base model is a {meta.role}, ssgan needs a classifier", field="base_model_id")
     if meta.input_layout and meta.input_layout != train.layout.to_dict():
-        raise ModelError(f"the base model takes {meta.input_layout}, the dataset holds {train.layout.describe()}",
-                         field="base_model_id")
+        raise ModelError(
+            f"the base model takes {meta.input_layout}, the dataset holds {train.layout.describe()}",
+            field="base_model_id",
+        )
     base_names = meta.class_names or [str(i) for i in range(cast(Any, net).head.out_features)]
     note = fit_head(net, base_names, train.classes)
     return Classifier(net, is_program=False, from_scratch=False, notes=[note] if note else [])
@@ -131,9 +134,16 @@ def build_generator(hp: SsganHyperparameters, train: Dataset, feature_dim: int) 
     """G for the run: z -> inputs shaped like the data, or (GAN-BERT) z -> D-dimensional backbone features."""
     if hp.generator_space == "feature":
         # Croce et al. 2020: one hidden layer, leaky ReLU, dropout 0.1, linear output.
-        args: dict[str, Any] = {"out_shape": [feature_dim], "z_dim": hp.z_dim, "hidden": [feature_dim],
-                                "activation": "leaky_relu", "batch_norm": False, "dropout": 0.1,
-                                "output": "linear", "output_weight_norm": False}
+        args: dict[str, Any] = {
+            "out_shape": [feature_dim],
+            "z_dim": hp.z_dim,
+            "hidden": [feature_dim],
+            "activation": "leaky_relu",
+            "batch_norm": False,
+            "dropout": 0.1,
+            "output": "linear",
+            "output_weight_norm": False,
+        }
         return registry.build("mlp_g", args)
     layout = train.layout
     if layout.kind == "features":
@@ -152,8 +162,9 @@ def freeze_lowest_blocks(net: nn.Module, count: int) -> list[nn.Module]:
     """Stop gradients to the lowest `count` of `net.blocks()`; returns the frozen blocks."""
     blocks: list[nn.Module] = list(cast(Any, net).blocks())
     if count > len(blocks):
-        raise SpecError(f"freeze_blocks is {count} but the classifier has only {len(blocks)} blocks",
-                        field="freeze_blocks")
+        raise SpecError(
+            f"freeze_blocks is {count} but the classifier has only {len(blocks)} blocks", field="freeze_blocks"
+        )
     for block in blocks[:count]:
         block.requires_grad_(False)
     return blocks[:count]
@@ -168,18 +179,29 @@ def set_train_mode(net: nn.Module, frozen: list[nn.Module]) -> None:
                 m.eval()
 
 
-def save_classifier(net: nn.Module, clf: Classifier, train: Dataset, out_dir: Path, stem: str,
-                    notes: list[str], *, export: bool) -> list[str]:
+def save_classifier(
+    net: nn.Module, clf: Classifier, train: Dataset, out_dir: Path, stem: str, notes: list[str], *, export: bool
+) -> list[str]:
     """Write `stem.safetensors` + `stem.json` (and `stem.pt2` when `export`); returns the file names."""
     net = net.eval()
     if clf.is_program:
+        # A program stays a program (model.pt2 is the model; a later job loads it as its base), named
+        # as the user named it; the safetensors hold the same weights under the same names.
         assert isinstance(net, ProgramClassifier)
         from safetensors.torch import save_file
 
+        net = net.as_program()
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         save_file(state, str(out_dir / f"{stem}.safetensors"))
-        write_json(out_dir / f"{stem}.json", {"format": "program", "class_names": list(train.classes),
-                                              "input_layout": train.layout.to_dict(), "notes": notes})
+        write_json(
+            out_dir / f"{stem}.json",
+            {
+                "format": "program",
+                "class_names": list(train.classes),
+                "input_layout": train.layout.to_dict(),
+                "notes": notes,
+            },
+        )
     else:
         meta = meta_for(net, class_names=train.classes, input_layout=train.layout.to_dict(), notes=notes)
         save_model(net, meta, out_dir, stem=stem)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ganft.repo.lifecycle import ArtifactRecord, ClaimedJob, OutputModel, StoredDataset, StoredModel
 from ganft.store import COPY_CHUNK_BYTES, Store
@@ -131,12 +131,21 @@ def upload_artifacts(store: Store, job_id: str, out_dir: Path, names: list[str])
 
 
 def output_model(job: ClaimedJob, out_dir: Path, artifacts: list[ArtifactRecord]) -> OutputModel:
-    """The Model row for a succeeded job: its main network, described by model.json."""
+    """The Model row for a succeeded job: its main network, described by model.json.
+
+    An ssgan job that started from a user's program writes its classifier back as a program
+    (model.json `{"format": "program"}`): then the model is `model.pt2`, which is what a later job
+    loads and what `GET /v1/models/{id}/weights` serves; `model.safetensors` beside it holds the
+    same weights, but no architecture to load them into.
+    """
     by_name = {a.name: a for a in artifacts}
-    main = by_name.get("model.safetensors")
-    if main is None or "model.json" not in by_name:
-        raise FileNotFoundError("the run produced no model.safetensors + model.json")
+    if "model.json" not in by_name:
+        raise FileNotFoundError("the run produced no model.json")
     config: dict[str, Any] = json.loads((out_dir / "model.json").read_text(encoding="utf-8"))
+    kind: Literal["weights", "program"] = "program" if config.get("format") == "program" else "weights"
+    main = by_name.get("model.pt2" if kind == "program" else "model.safetensors")
+    if main is None:
+        raise FileNotFoundError(f"the run produced no {'model.pt2' if kind == 'program' else 'model.safetensors'}")
     if job.method == "ssgan":
         role = "classifier"
     else:  # adapt: the generator, with its discriminator when the run kept one (then usable as a base GAN)
@@ -148,4 +157,5 @@ def output_model(job: ClaimedJob, out_dir: Path, artifacts: list[ArtifactRecord]
         storage_prefix=artifacts_prefix(job.id),
         size_bytes=main.size_bytes,
         sha256=main.sha256,
+        kind=kind,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -95,8 +95,9 @@ class OutputModel:
     role: str  # classifier (ssgan) | gan (adapt)
     config: dict[str, Any]  # model.json
     storage_prefix: str
-    size_bytes: int  # of model.safetensors
+    size_bytes: int  # of the main file: model.safetensors, or model.pt2 for a program
     sha256: str
+    kind: Literal["weights", "program"] = "weights"  # program: a model.pt2 folder (ssgan from a user's program)
 
 
 def _ours(job_id: str, worker_id: str) -> Any:
@@ -296,7 +297,7 @@ def succeed_job(
     model = Model(
         tenant_id=tenant_id,
         name=output_model.name,
-        kind="weights",
+        kind=output_model.kind,
         role=output_model.role,
         config=output_model.config,
         storage_prefix=output_model.storage_prefix,

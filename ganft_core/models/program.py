@@ -21,11 +21,13 @@ statistics. A program already lowered to core ATen (`run_decompositions()`) has 
 
 from __future__ import annotations
 
+import copy
 import functools
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -51,11 +53,18 @@ _RUNNING_STATS = (aten.batch_norm.default, aten.instance_norm.default)  # arg 3 
 class ProgramClassifier(nn.Module):
     """A user's exported classifier: forward(x) -> N×K logits, features(x) -> N×D (input of `head`)."""
 
-    def __init__(self, body: fx.GraphModule, head: nn.Linear, input_shape: tuple[int | None, ...],
-                 notes: list[str]) -> None:
+    def __init__(
+        self,
+        body: fx.GraphModule,
+        head: nn.Linear,
+        input_shape: tuple[int | None, ...],
+        notes: list[str],
+        head_name: str = "head",
+    ) -> None:
         super().__init__()
         self.body = body  # the program up to its last linear layer's input
         self.head = head
+        self.head_name = head_name  # the head's module path in the user's program (see `as_program`)
         self.input_shape = input_shape  # per-dimension size, None where dynamic (the batch)
         self.notes = notes  # what loading changed or could not change, for the trainer to log
         self.train()
@@ -99,9 +108,32 @@ class ProgramClassifier(nn.Module):
             self.body.recompile()
         return self
 
+    def as_program(self) -> fx.GraphModule:
+        """A copy of the classifier as one GraphModule, for `export_program` and saving its weights.
 
-def load_user_program(path: Path | str, class_names: Sequence[str], *, layout: LayoutLike | None = None
-                      ) -> ProgramClassifier:
+        Its parameters keep the user's names (`trunk.0.weight`, `classify.weight`) rather than this
+        wrapper's (`body.trunk.0.weight`, `head.weight`): the exported program's weights then fit
+        the user's own module, and a program exported from a program exported from a program (a
+        job chained on a job's output) keeps the same names, so `blocks()` finds the same blocks.
+        """
+        with warnings.catch_warnings():  # copying an unlifted GraphModule trips a torch pytree deprecation notice
+            warnings.simplefilter("ignore", FutureWarning)
+            root = copy.deepcopy(self.body)
+        graph = root.graph
+        output = graph.output_node()
+        (features,) = cast(tuple[fx.Node], output.args[0])  # one N×D tensor, as `_cut_head` left it
+        name = _add_head(root, self.head_name, copy.deepcopy(self.head))
+        with graph.inserting_before(output):
+            logits = graph.call_module(name, (features,))  # N×K
+        output.replace_input_with(features, logits)
+        graph.lint()
+        root.recompile()
+        return root.train(self.training)
+
+
+def load_user_program(
+    path: Path | str, class_names: Sequence[str], *, layout: LayoutLike | None = None
+) -> ProgramClassifier:
     """Load a user's `.pt2` classifier as a `ProgramClassifier` with `len(class_names)` outputs.
 
     A head with another class count is replaced (noted in `.notes`). ModelError when the file is not
@@ -117,8 +149,9 @@ def load_user_program(path: Path | str, class_names: Sequence[str], *, layout: L
         try:
             program = torch.export.load(str(clean))
         except Exception as e:  # deserialisation raises many types; the user needs one message
-            raise ModelError(f"the program cannot be loaded by torch.export.load: {type(e).__name__}: {e}",
-                             field="program") from None
+            raise ModelError(
+                f"the program cannot be loaded by torch.export.load: {type(e).__name__}: {e}", field="program"
+            ) from None
     gm = program.module(check_guards=False)
     input_shape = _input_shape(gm)
     if input_shape[0] is not None:
@@ -133,11 +166,11 @@ def load_user_program(path: Path | str, class_names: Sequence[str], *, layout: L
         gm.__dict__.pop(name, None)
     gm._forward_pre_hooks.clear()
     gm._forward_hooks.clear()
-    head = _cut_head(gm)
+    head, head_name = _cut_head(gm)
     for p in gm.parameters():
         p.requires_grad_(True)
     notes = _fixed_mode_notes(gm.graph)
-    classifier = ProgramClassifier(gm, head, input_shape, notes)
+    classifier = ProgramClassifier(gm, head, input_shape, notes, head_name)
     if head.out_features != len(class_names):
         notes.append(f"head replaced: {head.out_features} -> {len(class_names)} classes")
         classifier.replace_head(len(class_names))
@@ -156,13 +189,15 @@ def _input_shape(gm: fx.GraphModule) -> tuple[int | None, ...]:
     inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
     vals = [n.meta.get("val") for n in inputs]
     if len(inputs) != 1 or not isinstance(vals[0], torch.Tensor):
-        raise ModelError(f"the program must take exactly one tensor input, it takes {len(inputs)} inputs",
-                         field="program")
+        raise ModelError(
+            f"the program must take exactly one tensor input, it takes {len(inputs)} inputs", field="program"
+        )
     if vals[0].dtype != torch.float32:
         raise ModelError(f"the program must take float32 inputs, it takes {vals[0].dtype}", field="program")
     if vals[0].dim() not in (2, 4):
-        raise ModelError(f"the program must take N×F or N×C×H×W inputs, it takes {vals[0].dim()}-d inputs",
-                         field="program")
+        raise ModelError(
+            f"the program must take N×F or N×C×H×W inputs, it takes {vals[0].dim()}-d inputs", field="program"
+        )
     return tuple(d if isinstance(d, int) else None for d in vals[0].shape)
 
 
@@ -175,12 +210,15 @@ def _with_dynamic_batch(gm: fx.GraphModule, program: torch.export.ExportedProgra
     except Exception as e:
         raise ModelError(
             "the program was exported with a fixed batch size and does not work with others; export it with "
-            "dynamic_shapes=({0: torch.export.Dim('batch')},)", field="program") from e
+            "dynamic_shapes=({0: torch.export.Dim('batch')},)",
+            field="program",
+        ) from e
     return again.module(check_guards=False)
 
 
-def _cut_head(gm: fx.GraphModule) -> nn.Linear:
-    """Remove the final linear layer from `gm` (which then returns its input) and return it as nn.Linear."""
+def _cut_head(gm: fx.GraphModule) -> tuple[nn.Linear, str]:
+    """Remove the final linear layer from `gm` (which then returns its input); return it as nn.Linear,
+    with its module path in the program ("head" when its weight is computed rather than a parameter)."""
     graph = gm.graph
     output = graph.output_node()
     outs = output.args[0]
@@ -196,9 +234,15 @@ def _cut_head(gm: fx.GraphModule) -> nn.Linear:
         raise ModelError("the program has no linear layer to use as the classification head", field="program")
     last = linears[-1]
     if last is not out:
-        raise ModelError("the program's output must be its last linear layer (raw logits: no softmax or other "
-                         "operation after it)", field="program")
+        raise ModelError(
+            "the program's output must be its last linear layer (raw logits: no softmax or other operation after it)",
+            field="program",
+        )
     x, weight, bias = _linear_parts(gm, last)
+    w_node = last.args[1] if last.target == aten.linear.default else None
+    name = "head"
+    if isinstance(w_node, fx.Node) and w_node.op == "get_attr" and "." in str(w_node.target):
+        name = str(w_node.target).rpartition(".")[0]
     head = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     with torch.no_grad():
         head.weight.copy_(weight)
@@ -206,7 +250,24 @@ def _cut_head(gm: fx.GraphModule) -> nn.Linear:
             head.bias.copy_(bias)
     output.replace_input_with(last, x)
     _erase_unused(gm, [last])
-    return head
+    return head, name
+
+
+def _add_head(gm: fx.GraphModule, preferred: str, head: nn.Module) -> str:
+    """Add `head` to `gm` at path `preferred` when nothing is there (`_cut_head` removed the user's
+    layer unless its weights were tied elsewhere), else at a free top-level name; returns the path."""
+    try:
+        taken = functools.reduce(getattr, preferred.split("."), gm) is not None
+    except AttributeError:
+        taken = False
+    if not taken and gm.add_submodule(preferred, head):  # creates missing parents as plain Modules
+        return preferred
+    name, i = "head", 0
+    while hasattr(gm, name):
+        i += 1
+        name = f"head_{i}"
+    gm.add_submodule(name, head)
+    return name
 
 
 def _linear_parts(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, torch.Tensor, torch.Tensor | None]:
@@ -220,8 +281,9 @@ def _linear_parts(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, torch.Ten
         weight = _evaluate(gm, w_node)
     else:
         if node.kwargs:
-            raise ModelError("the program's last addmm has beta/alpha scaling; export a plain nn.Linear head",
-                             field="program")
+            raise ModelError(
+                "the program's last addmm has beta/alpha scaling; export a plain nn.Linear head", field="program"
+            )
         b_node, x, w_t = node.args
         weight = _evaluate(gm, w_t).T  # addmm(bias, x, Wᵀ)
     bias = None if b_node is None else _evaluate(gm, b_node)
@@ -285,9 +347,16 @@ def _set_graph_mode(graph: fx.Graph, training: bool) -> bool:
 
 
 def _fixed_mode_notes(graph: fx.Graph) -> list[str]:
-    fixed = sorted({str(n.target) for n in graph.nodes if n.op == "call_function"
-                    and ("native_dropout" in str(n.target) or "native_batch_norm" in str(n.target))})
+    fixed = sorted(
+        {
+            str(n.target)
+            for n in graph.nodes
+            if n.op == "call_function" and ("native_dropout" in str(n.target) or "native_batch_norm" in str(n.target))
+        }
+    )
     if not fixed:
         return []
-    return [f"the program holds decomposed ops whose train/eval behaviour was fixed at export ({', '.join(fixed)}); "
-            "they run as exported"]
+    return [
+        f"the program holds decomposed ops whose train/eval behaviour was fixed at export ({', '.join(fixed)}); "
+        "they run as exported"
+    ]
