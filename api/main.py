@@ -25,6 +25,7 @@ from api.queue import JobQueue
 from api.ratelimit import RateLimiter
 from api.routes import dashboard, datasets, events, health, jobs, models, outputs
 from api.schemas import JobCreate
+from ganft.db.notify import make_hub
 from ganft.db.reads import make_reader
 from ganft.db.session import POSTGRES_POOL_SIZE, make_engine, make_sessionmaker, session_scope
 from ganft.db.tables import utcnow
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     reader = make_reader(engine)  # the hot read path (api/deps.py JobDep, GET /v1/jobs)
+    event_hub = make_hub(engine)  # wakes event streams when a job's events commit (Postgres NOTIFY)
     queue = JobQueue(settings)
 
     @asynccontextmanager
@@ -53,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
         await anyio.to_thread.run_sync(purge_dead_uploads, engine, app.state.store, settings.stale_upload_s)
         await reader.open()
+        await event_hub.start()  # LISTENs in the background: a database that is down does not stop the start
         yield
+        await event_hub.stop()
         await reader.close()
         queue.close()
         engine.dispose()
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.reader = reader
+    app.state.event_hub = event_hub
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.store = open_store(settings.store_url)
     app.state.queue = queue

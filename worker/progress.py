@@ -1,9 +1,14 @@
 """Throttled progress recording: the trainer reports as often as it likes, the DB sees at most
-one write per `interval_s` (DESIGN.md "Performance": the service costs < 5% over the bare core).
+one progress write per `interval_s` (DESIGN.md "Performance": the service costs < 5% over the bare core).
 
 Nothing is dropped: every metric point and every evaluation/log event is buffered and goes
 into the next write; only the job's `step` and the `progress` event are coalesced to the
 latest value. A write is one transaction (ganft/repo/lifecycle.py `record_progress`).
+
+Steps alone wait for the interval. A buffered evaluation or log event is written at once (at most
+one write per `EVENT_GAP_S`, for a trainer that evaluates every step): those are what a watching
+user waits for, and they are rare. Checkpoint, artifact and status events never pass through here;
+the supervisor writes them as they happen (worker/runner.py).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganft.repo.lifecycle import EventRecord, MetricPoint
+
+EVENT_GAP_S = 0.1  # the shortest time between two writes when the batch holds an event (evaluation, log)
 
 
 @dataclass
@@ -96,7 +103,11 @@ class ProgressRecorder:
         return (step - s0) / (now - t0) if now > t0 and step > s0 else None
 
     def due(self) -> bool:
-        return self._batch is not None and self._clock() - self._last_write >= self._interval_s
+        """Something is buffered and its wait is over: `interval_s` for steps, `EVENT_GAP_S` for events."""
+        if self._batch is None:
+            return False
+        wait = min(self._interval_s, EVENT_GAP_S) if self._batch.events else self._interval_s
+        return self._clock() - self._last_write >= wait
 
     def flush(self) -> str | None:
         """Write what is buffered (call when `pending`); the job's status, or None when the job was lost."""

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from ganft.db.notify import CHANNEL
 from ganft.db.reads import Reader, detached, first
 from ganft.db.tables import Artifact, Job, JobEvent, JobMetric, utcnow
 from ganft.repo.pages import Page, decode_cursor, page_of
@@ -150,7 +151,11 @@ def request_cancel(session: Session, *, job_id: str) -> Job:
 
 
 def append_event(session: Session, *, job_id: str, type: str, data: dict[str, Any]) -> JobEvent:
-    """Append an event with the job's next seq (1, 2, 3 ...; the SSE event id)."""
+    """Append an event with the job's next seq (1, 2, 3 ...; the SSE event id), and announce it.
+
+    Every event insert goes through here, so every transaction that appends events wakes the job's
+    event streams when it commits (`_announce`).
+    """
     seq = (
         session.execute(
             update(Job)
@@ -163,7 +168,16 @@ def append_event(session: Session, *, job_id: str, type: str, data: dict[str, An
     event = JobEvent(job_id=job_id, seq=seq, type=type, data=data)
     session.add(event)
     session.flush()
+    _announce(session, job_id=job_id)
     return event
+
+
+def _announce(session: Session, *, job_id: str) -> None:
+    """Postgres: NOTIFY the API processes' event listeners (ganft/db/notify.py) that `job_id` has new
+    events. Delivered only if and when this transaction commits; the same job announced twice in one
+    transaction is delivered once. Elsewhere (SQLite) nothing: the streams poll."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, job_id)))
 
 
 def list_events(session: Session, *, job_id: str, after: int, limit: int) -> list[JobEvent]:

@@ -50,7 +50,8 @@ def test_many_updates_make_few_writes_and_lose_nothing(engine: Engine, store: St
         recorder.add({"kind": kind, "step": step, "total_steps": updates, "metrics": metrics})
         if recorder.due():
             assert recorder.flush() == "running"
-    assert recorder.flush() == "running"  # the final flush
+    if recorder.pending:  # the final flush (the last evaluation may have been written at once)
+        assert recorder.flush() == "running"
 
     # 2 s at one write per 0.5 s: the first write, one per interval, and the final one.
     assert recorder.writes <= 2 / 0.5 + 2
