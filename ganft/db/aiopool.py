@@ -37,13 +37,11 @@ class AsyncPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        if self._slots.locked():  # every connection busy: wait, bounded (wait_for costs a task, so only here)
-            try:
-                await asyncio.wait_for(self._slots.acquire(), self._timeout_s)
-            except TimeoutError:
-                raise PoolTimeout(f"no database connection free within {self._timeout_s:g} s") from None
-        else:
-            await self._slots.acquire()  # returns at once
+        try:
+            async with asyncio.timeout(self._timeout_s):  # only matters when every connection is busy
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolTimeout(f"no database connection free within {self._timeout_s:g} s") from None
         try:
             connection = self._idle.pop() if self._idle else await self._connect()
             reusable = False

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, inspect, text, update
+from sqlalchemy.engine import make_url
 
+from ganft.db.aiopool import AsyncPool, PoolTimeout
 from ganft.db.migrate import upgrade
 from ganft.db.reads import PostgresReader, Reader, ThreadReader, make_reader
 from ganft.db.session import make_engine, session_scope
@@ -175,3 +177,39 @@ def test_postgres_reader_recovers_after_its_connections_are_cut(engine: Engine, 
     first, killed, second = _run(reader, scenario())
     assert first is not None and killed >= 1
     assert second is not None and second.id == job_id
+
+
+def test_pool_waits_for_a_busy_connection_then_times_out(pg_url: str) -> None:
+    """Tried: a pool of one connection, held by one caller while a second asks for one, first
+    with a patient then with an impatient timeout. Expect: the patient caller gets the same
+    connection once it is returned; the impatient one gets PoolTimeout (a 503 in the API)."""
+    conninfo = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def scenario() -> tuple[int, int, bool]:
+        pool = AsyncPool(conninfo, max_size=1, timeout_s=5.0, connect_timeout_s=5)
+        try:
+            async with pool.connection() as first:
+                first_pid = first.info.backend_pid
+                waiter = asyncio.create_task(_backend_pid(pool))
+                await asyncio.sleep(0.2)
+                assert not waiter.done()  # waits while the only connection is in use
+            second_pid = await waiter
+            impatient = AsyncPool(conninfo, max_size=1, timeout_s=0.2, connect_timeout_s=5)
+            async with impatient.connection():
+                try:
+                    await _backend_pid(impatient)
+                    timed_out = False
+                except PoolTimeout:
+                    timed_out = True
+            await impatient.close()
+            return first_pid, second_pid, timed_out
+        finally:
+            await pool.close()
+
+    first_pid, second_pid, timed_out = asyncio.run(scenario())
+    assert first_pid == second_pid and timed_out
+
+
+async def _backend_pid(pool: AsyncPool) -> int:
+    async with pool.connection() as connection:
+        return connection.info.backend_pid
