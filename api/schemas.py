@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from ganft.db import tables
 from ganft.repo.pages import as_utc
-from ganft.webhooks import MAX_URL_LENGTH, check_url
+from ganft.webhooks import MAX_URL_LENGTH, check_literal_target, check_url
 
 T = TypeVar("T")
 
@@ -21,7 +21,19 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 # SQLite hands back naive datetimes; every stored time is UTC.
 Timestamp = Annotated[dt.datetime, AfterValidator(as_utc)]
-WebhookUrl = Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(check_url)]
+
+
+def _webhook_target(url: str, info: ValidationInfo) -> str:
+    """Refuse `localhost` and literal non-public addresses unless the validation context (the API's
+    settings, api/routes/jobs.py) says `webhook_allow_private`; without a context they are refused."""
+    if (info.context or {}).get("webhook_allow_private"):
+        return url
+    return check_literal_target(url)
+
+
+WebhookUrl = Annotated[
+    str, Field(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(check_url), AfterValidator(_webhook_target)
+]
 
 
 class _Out(BaseModel):

@@ -4,7 +4,7 @@
         keys = stack.create_keys("bench", 64)      # API keys of one tenant
         with api_server(stack, workers=2) as api:  # `uvicorn api.main:app --workers 2`, as in production
             ...api.url, api.worker_pids()...
-        with celery_worker(stack) as worker: ...   # `celery -A worker.app worker -Q gpu -c 1`
+        with celery_worker(stack) as worker: ...   # worker.app.worker_command()
 
 Everything runs against 127.0.0.1 only: Postgres (a `ganft_bench_<hex>` database, dropped at
 the end), an empty Redis database of its own (14, else 10, 9, 8, 7; flushed), uvicorn
@@ -286,6 +286,10 @@ def api_server(
     env = {**os.environ, **stack.env}
     if source is not None:
         env["PYTHONPATH"] = str(source)
+    if workers > 1:  # as docker-compose.yml: the latency histogram summed over the processes (mmap files)
+        metrics_dir = stack.data_dir / f"prometheus-{port}"
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     log_path = stack.data_dir / f"uvicorn-{port}.log"
     server = Subprocess(command, env, log_path, cwd=source or ROOT)
     try:
@@ -304,12 +308,10 @@ def api_server(
 
 @contextmanager
 def celery_worker(stack: Stack, *, name: str = "bench", timeout_s: float = 90.0) -> Iterator[Subprocess]:
-    """`celery -A worker.app worker -Q gpu -c 1` (prefork, the production command), once ready."""
-    command = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu", "-c", "1",
-        "--prefetch-multiplier", "1", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
-        "--loglevel", "INFO",
-    ]  # fmt: skip
+    """The production worker command (`worker.app.worker_command`), once ready."""
+    from worker.app import worker_command
+
+    command = [sys.executable, "-m", *worker_command(f"{name}@%h")]
     worker = Subprocess(command, {**os.environ, **stack.env}, stack.data_dir / f"celery-{name}.log")
     try:
         deadline = time.monotonic() + timeout_s

@@ -5,7 +5,7 @@ Target: p50 under 200 ms.
     python bench/dispatch.py [--jobs 10] [--record]
 
 Runs the production commands on 127.0.0.1: `uvicorn api.main:app --workers 1` and
-`celery -A worker.app worker -Q gpu -c 1` (prefork), Redis database 14 as the broker, a
+`celery -A worker.app worker -Q gpu --pool solo ...` (worker.app.worker_command), Redis database 14 as the broker, a
 private Postgres database. One warm-up job first (the worker's first task imports the runner);
 then, one after another, each job is created through the API, watched in the database every
 5 ms until it is `running`, and cancelled through the API; the next one is posted once the
@@ -126,8 +126,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     return (
         f"`python bench/dispatch.py {' '.join(args.argv)}` ({m.describe()}). {len(jobs)} jobs one after another "
-        "after a warm-up job; `uvicorn api.main:app --workers 1` + `celery -A worker.app worker -Q gpu -c 1` "
-        f"(prefork), Redis broker, Postgres; load average {results['load_before']} before, "
+        "after a warm-up job; `uvicorn api.main:app --workers 1` + `celery -A worker.app worker -Q gpu --pool solo` "
+        f"(worker.app.worker_command), Redis broker, Postgres; load average {results['load_before']} before, "
         f"{results['load_after']} after. `dispatched_at` stays empty when the worker claims a job before the API "
         "records its publish (it only marks jobs still queued).\n\n" + "\n".join(rows) + "\n\n"
         f"Target p50 < {TARGET_P50_MS:.0f} ms: {p50:.0f} ms -> {'met' if p50 < TARGET_P50_MS else 'missed'}.\n"

@@ -14,7 +14,7 @@ load hits both about equally.
   same number of torch threads (`--threads`, default the worker's: half the CPUs).
 - Service: the dataset is uploaded once beforehand; wall time from `POST /v1/jobs` until the job
   is seen `succeeded` in the database (polled every 20 ms), with `uvicorn api.main:app` and
-  `celery -A worker.app worker -Q gpu -c 1` (prefork) running on 127.0.0.1. Its parts, from
+  `celery -A worker.app worker -Q gpu --pool solo` (worker.app.worker_command) running on 127.0.0.1. Its parts, from
   the job row: queued (created -> started) and run (started -> finished: staging, the spawned
   training child, progress writes, artifact upload, output model).
 """

@@ -100,9 +100,12 @@ def _set_webhook(args: argparse.Namespace) -> int:
     if (args.url is None) == (not args.clear):
         log.error("give a URL or --clear")
         return 2
+    allow_private = get_settings().webhook_allow_private
     try:
         with session_scope() as session:
-            secret = webhooks.set_tenant_webhook(session, tenant_name=args.tenant, url=args.url)
+            secret = webhooks.set_tenant_webhook(
+                session, tenant_name=args.tenant, url=args.url, allow_private=allow_private
+            )
     except webhooks.WebhookConfigError as exc:
         log.error("%s", exc)
         return 1

@@ -5,9 +5,9 @@
 the filesystem broker, waits until `/readyz` answers, prints the URL and the key, and stops
 both cleanly on Ctrl-C. `ganft demo` (ganft/demo.py) runs a job on such a stack.
 
-The worker uses Celery's solo pool here: the job runs in the worker's main process, so a
-Ctrl-C (a warm shutdown) reaches the runner, which checkpoints and gives the job back to the
-queue; the next `ganft up` resumes it. Production runs prefork (`-c 1`), one worker per GPU.
+The worker is the production command (`worker.app.worker_command`, Celery's solo pool): the job
+runs in the worker's main process, so a Ctrl-C (a warm shutdown) reaches the runner, which
+checkpoints and gives the job back to the queue; the next `ganft up` resumes it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ganft.db.migrate import upgrade
 from ganft.db.session import make_engine, session_scope
 from ganft.repo import keys
 from ganft.settings import Settings, get_settings
+from worker.app import worker_command
 
 ADMIN_TENANT = "admin"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -106,10 +107,7 @@ class EmbeddedStack:
             "api", [py, "-m", "uvicorn", "api.main:app", "--host", self.host, "--port", str(self.port),
                     "--log-level", level], env,
         )  # fmt: skip
-        self._spawn(
-            "worker", [py, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu", "-c", "1", "--pool", "solo",
-                       "-n", "embedded@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"], env,
-        )  # fmt: skip
+        self._spawn("worker", [py, "-m", *worker_command("embedded@%h")], env)
         try:
             self._wait_ready(timeout)
         except BaseException:

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     sse_ping_interval_s: float = Field(default=15.0, gt=0)  # `: ping` comment on an idle event stream
 
     webhook_secret: str = ""  # signs webhooks; refused when a placeholder
+    # Let webhooks target loopback, private, link-local (cloud metadata) and other non-public
+    # addresses. Off: a tenant must not make the worker POST into the service's own network.
+    webhook_allow_private: bool = False
 
     @model_validator(mode="after")
     def _defaults_and_secrets(self) -> Settings:

@@ -24,9 +24,20 @@ def test_compose_has_the_production_shape() -> None:
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    worker_cmd = services["worker"]["command"]
-    assert worker_cmd[:6] == ["celery", "-A", "worker.app", "worker", "-Q", "gpu"]
-    assert worker_cmd[worker_cmd.index("-c") + 1] == "1"  # one job per worker process
+
+
+def test_compose_runs_the_worker_command_the_tests_run() -> None:
+    """The worker service runs `worker.app.worker_command()` (solo pool: one job per process, in that
+    process), the command every worker test, `ganft up` and the benchmarks start; its stop grace
+    leaves the runner time to checkpoint and hand the job back (cancel grace + margin)."""
+    from ganft.settings import Settings
+    from worker.app import worker_command
+
+    worker = _compose()["services"]["worker"]
+    assert worker["command"] == worker_command("gpu@%h")
+    assert worker["command"][worker["command"].index("--pool") + 1] == "solo"
+    grace = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
+    assert grace and int(grace.group(1)) >= Settings().cancel_grace_s + 10
 
 
 def test_compose_commands_point_at_real_modules() -> None:

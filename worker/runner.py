@@ -2,7 +2,8 @@
 
 The parent never imports torch. It loops every `POLL_S`:
 - drains the child's queue: step progress is buffered and written at most once per
-  `progress_interval_s`, evaluations and log lines at once (worker/progress.py); each new checkpoint is uploaded to the store and recorded at once;
+  `progress_interval_s`, evaluations and log lines at once (worker/progress.py); each new
+  checkpoint is uploaded to the store and recorded at once;
   the pictures rewritten at each evaluation (samples.png, curves.png) are published as the job's
   artifacts at most once per `PICTURE_INTERVAL_S` (worker/pictures.py);
 - renews the lease every `lease_s / 4` (heartbeat) and reads the job's status about once a

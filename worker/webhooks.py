@@ -5,6 +5,12 @@ A pass creates the deliveries of newly finished jobs, then sends the due ones: a
 else is retried after 5 s, 30 s, 2 min, 10 min and 1 h, then marked failed. Every attempt's
 outcome (status code or error) is recorded and visible at GET /v1/jobs/{id}/webhooks.
 Delivery is at least once: receivers dedupe on `webhook-id`.
+
+Each attempt resolves the URL's host itself and connects to the address it checked (the URL's
+host goes in the Host header and, for https, in SNI and the certificate check): unless
+GANFT_WEBHOOK_ALLOW_PRIVATE is set, a host that resolves to a non-public address is refused and
+the delivery fails at once (no retries), with the reason as its error. No connection is reused,
+so every request is made on a connection to the address checked for that request.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from ganft.settings import Settings
 SEND_TIMEOUT_S = 5.0  # per attempt (connect + read)
 CLAIM_S = 60.0  # a claimed delivery is left alone this long (longer than any one send)
 BATCH = 20  # deliveries sent per pass, so a slow receiver cannot stall the sweeper for long
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +55,33 @@ def _message(settings: Settings, delivery: webhooks.DueDelivery) -> tuple[bytes,
     return json.dumps(body, separators=(",", ":")).encode(), secret
 
 
+@dataclass
+class Attempt:
+    status_code: int | None = None
+    error: str | None = None
+    final: bool = False  # give up now: retrying cannot help (a refused target)
+
+
 def _send(
-    client: httpx.Client, delivery: webhooks.DueDelivery, body: bytes, secret: str
-) -> tuple[int | None, str | None]:
-    headers = signing.headers(secret, delivery.id, body)
+    client: httpx.Client, delivery: webhooks.DueDelivery, body: bytes, secret: str, *, allow_private: bool
+) -> Attempt:
+    url = httpx.URL(delivery.url)
+    host = url.raw_host.decode("ascii")  # IDNA-encoded, as DNS and TLS want it
     try:
-        response = client.post(delivery.url, content=body, headers=headers)
+        address = signing.resolve_target(host, url.port or _DEFAULT_PORTS[url.scheme], allow_private=allow_private)
+    except signing.ForbiddenTarget as exc:
+        return Attempt(error=f"refused: {exc}"[:1000], final=True)
+    except OSError as exc:  # socket.gaierror: the name does not resolve (now); retried
+        return Attempt(error=f"cannot resolve {host}: {exc}"[:1000])
+    headers = {**signing.headers(secret, delivery.id, body), "host": url.netloc.decode("ascii")}
+    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+    try:
+        response = client.post(url.copy_with(host=address), content=body, headers=headers, extensions=extensions)
     except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:1000]
+        return Attempt(error=f"{type(exc).__name__}: {exc}"[:1000])
     if response.is_success:
-        return response.status_code, None
-    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+        return Attempt(status_code=response.status_code)
+    return Attempt(status_code=response.status_code, error=f"HTTP {response.status_code}: {response.text[:200]}")
 
 
 def deliver_due(settings: Settings, *, now: dt.datetime | None = None) -> DeliveryReport:
@@ -72,20 +95,28 @@ def deliver_due(settings: Settings, *, now: dt.datetime | None = None) -> Delive
         due = webhooks.claim_due(session, now=now, claim_s=CLAIM_S, limit=BATCH)
     if not due:
         return report
-    with httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False) as client:
+    # No keep-alive: a pooled connection belongs to an address (and a TLS name) checked for an
+    # earlier request; each request gets a connection to the address checked for it.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False, limits=limits) as client:
         for delivery in due:
             try:
                 body, secret = _message(settings, delivery)
-                status_code, error = _send(client, delivery, body, secret)
+                attempt = _send(client, delivery, body, secret, allow_private=settings.webhook_allow_private)
             except Exception as exc:  # a bug or DB hiccup for one message must not stop the others
                 log.exception("webhook %s of job %s could not be prepared", delivery.id, delivery.job_id)
-                status_code, error = None, f"internal error: {type(exc).__name__}"
+                attempt = Attempt(error=f"internal error: {type(exc).__name__}")
             with session_scope(engine) as session:
                 outcome = webhooks.record_attempt(
-                    session, delivery_id=delivery.id, now=now, status_code=status_code, error=error
+                    session,
+                    delivery_id=delivery.id,
+                    now=now,
+                    status_code=attempt.status_code,
+                    error=attempt.error,
+                    final=attempt.final,
                 )
             report.outcomes[delivery.id] = outcome
-            level = logging.INFO if error is None else logging.WARNING
+            level = logging.INFO if attempt.error is None else logging.WARNING
             log.log(level, "webhook %s (%s, job %s) to %s: %s (%s)", delivery.id, delivery.event_type,
-                    delivery.job_id, delivery.url, outcome, error or status_code)  # fmt: skip
+                    delivery.job_id, delivery.url, outcome, attempt.error or attempt.status_code)  # fmt: skip
     return report

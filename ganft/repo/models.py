@@ -3,10 +3,17 @@
 A model's store folder (`storage_prefix`) is directly usable as a trainer's `base_model`
 folder (docs/CONTRACTS.md): `model.safetensors` + `model.json`, plus `discriminator.*`
 for a GAN, or `model.pt2` + `model.json` for an exported program.
+
+A job's output model points at the job's artifact folder; `models/{id}/` holds uploads only.
+An upload has no `uploading` state: its row is inserted only once every file is in the store,
+so an API process killed before that leaves a folder without a row, never visible;
+`idle_folders` + `orphan_folders` find such folders for the API's start-up purge (api/main.py).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -14,10 +21,44 @@ from sqlalchemy.orm import Session
 
 from ganft.db.tables import Model
 from ganft.repo.pages import Page, paginate
+from ganft.store import Store
+
+STORAGE_ROOT = "models"
+_ID = re.compile(r"^mdl_[0-9a-f]+$")  # ganft.db.tables.new_id("mdl")
 
 
 def storage_prefix_for(model_id: str) -> str:
-    return f"models/{model_id}"
+    return f"{STORAGE_ROOT}/{model_id}"
+
+
+def idle_folders(store: Store, *, idle_since: float) -> list[str]:
+    """Names of the folders under `models/` in which nothing changed after `idle_since` (unix time):
+    the folder's and its files' newest mtime. A live upload keeps writing its temporary file."""
+    root = store.local_path(STORAGE_ROOT)
+    if not root.is_dir():
+        return []
+    idle = []
+    for folder in root.iterdir():
+        try:
+            newest = max(path.stat().st_mtime for path in (folder, *folder.iterdir()))
+        except (FileNotFoundError, NotADirectoryError):  # removed meanwhile, or a stray file
+            continue
+        if newest < idle_since:
+            idle.append(folder.name)
+    return idle
+
+
+def orphan_folders(session: Session, *, folder_names: Iterable[str]) -> list[str]:
+    """Of the folder names found under `models/`, the model ids that have no row (a killed upload
+    or finalize; the caller decides by age whether one is dead). Names that are not model ids are
+    never returned: nothing else is ours to delete."""
+    ids = sorted({name for name in folder_names if _ID.match(name)})
+    orphans = []
+    for start in range(0, len(ids), 1000):  # bounded IN lists
+        batch = ids[start : start + 1000]
+        known = set(session.scalars(select(Model.id).where(Model.id.in_(batch))))
+        orphans += [model_id for model_id in batch if model_id not in known]
+    return orphans
 
 
 def main_file_key(model: Model) -> str:

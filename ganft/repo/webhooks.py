@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ganft.db.tables import TERMINAL_STATUSES, Job, Tenant, WebhookDelivery, new_id, utcnow
-from ganft.webhooks import check_url, generate_secret
+from ganft.webhooks import check_literal_target, check_url, generate_secret
 
 # Waits after the 1st, 2nd ... failed attempt; after the last one the delivery is `failed`
 # (6 attempts over about 1 h 13 min).
@@ -45,10 +45,12 @@ class DueDelivery:
     created_at: dt.datetime  # the event's time (the body's `timestamp`)
 
 
-def set_tenant_webhook(session: Session, *, tenant_name: str, url: str | None) -> str:
+def set_tenant_webhook(session: Session, *, tenant_name: str, url: str | None, allow_private: bool = False) -> str:
     """Set (or with None clear) a tenant's default webhook URL; returns the tenant's signing secret.
 
-    The secret is generated on first use and kept (receivers configured with it keep working).
+    The URL is checked as a job's is (`localhost` and literal non-public addresses are refused
+    unless `allow_private`, GANFT_WEBHOOK_ALLOW_PRIVATE). The secret is generated on first use
+    and kept (receivers configured with it keep working).
     """
     tenant = session.scalars(select(Tenant).where(Tenant.name == tenant_name)).one_or_none()
     if tenant is None:
@@ -56,6 +58,8 @@ def set_tenant_webhook(session: Session, *, tenant_name: str, url: str | None) -
     if url is not None:
         try:
             check_url(url)
+            if not allow_private:
+                check_literal_target(url)
         except ValueError as exc:
             raise WebhookConfigError(f"webhook URL {exc}") from None
     tenant.webhook_url = url
@@ -141,16 +145,23 @@ def claim_due(session: Session, *, now: dt.datetime, claim_s: float, limit: int 
 
 
 def record_attempt(
-    session: Session, *, delivery_id: str, now: dt.datetime, status_code: int | None, error: str | None
+    session: Session,
+    *,
+    delivery_id: str,
+    now: dt.datetime,
+    status_code: int | None,
+    error: str | None,
+    final: bool = False,
 ) -> str:
-    """Record one attempt's outcome (2xx = delivered; else retry later or give up); returns the new status."""
+    """Record one attempt's outcome (2xx = delivered; else retry later or give up, at once when
+    `final`: a refused target); returns the new status."""
     row = session.get_one(WebhookDelivery, delivery_id)
     row.attempts += 1
     row.last_status_code = status_code
     row.last_error = error
     if error is None and status_code is not None and 200 <= status_code < 300:
         row.status, row.next_attempt_at = "delivered", None
-    elif row.attempts > len(RETRY_DELAYS_S):
+    elif final or row.attempts > len(RETRY_DELAYS_S):
         row.status, row.next_attempt_at = "failed", None
     else:
         row.next_attempt_at = now + dt.timedelta(seconds=RETRY_DELAYS_S[row.attempts - 1])

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,15 +185,21 @@ class Processes:
     servers: list[RedisServer | PostgresServer] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)  # removed at close
 
-    def start_api(self, *, port: int | None = None, wait: bool = True, **extra_env: str) -> ApiProcess:
-        api = ApiProcess({**self.env, **extra_env}, self.tmp / f"api-{len(self.apis)}.log", port)
+    def start_api(
+        self, *, port: int | None = None, wait: bool = True, env: Mapping[str, str] | None = None, **extra_env: str
+    ) -> ApiProcess:
+        """`env` and `extra_env`: variables on top of the test's (a dict, or keywords)."""
+        api = ApiProcess({**self.env, **(env or {}), **extra_env}, self.tmp / f"api-{len(self.apis)}.log", port)
         self.apis.append(api)
         if wait:
             api.wait_up()
         return api
 
-    def start_worker(self, name: str, *, wait: bool = True, **extra_env: str) -> WorkerProcess:
-        worker = WorkerProcess(name, {**self.env, **extra_env}, self.tmp / f"{name}-{len(self.workers)}.log")
+    def start_worker(
+        self, name: str, *, wait: bool = True, env: Mapping[str, str] | None = None, **extra_env: str
+    ) -> WorkerProcess:
+        full_env = {**self.env, **(env or {}), **extra_env}
+        worker = WorkerProcess(name, full_env, self.tmp / f"{name}-{len(self.workers)}.log")
         self.workers.append(worker)
         if wait:
             worker.wait_ready()
@@ -216,7 +222,8 @@ class Processes:
         return server
 
     def logs(self) -> str:
-        parts = [f"==== {p.log_path.name} ====\n{p.logs()[-15_000:]}" for p in [*self.apis, *self.workers]]
+        running: list[ApiProcess | WorkerProcess] = [*self.apis, *self.workers]
+        parts = [f"==== {p.log_path.name} ====\n{p.logs()[-15_000:]}" for p in running]
         return "\n".join(parts)
 
     def close(self) -> None:

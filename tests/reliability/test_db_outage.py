@@ -52,8 +52,8 @@ def test_postgres_crash_mid_job(
     store = open_store(rel_settings.store_url)
     job_id = make_job(engine, store, hyperparameters={**TINY_SSGAN, "steps": 200, "checkpoint_every": 50})
     env = {"GANFT_DATABASE_URL": server.url, "GANFT_LEASE_S": "12", "GANFT_AUTH_CACHE_S": "0"}
-    api = processes.start_api(**env)
-    worker = processes.start_worker("w1", **env)  # its sweep dispatches the job (never sent)
+    api = processes.start_api(env=env)
+    worker = processes.start_worker("w1", env=env)  # its sweep dispatches the job (never sent)
     wait_for(lambda: job_row(engine, job_id).step > 0, timeout=90, what="training progress", logs=processes.logs)
 
     server.stop("immediate")

@@ -44,8 +44,8 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_run_again(
     store = open_store(rel_settings.store_url)
     job_id = make_job(engine, store, hyperparameters={**TINY_SSGAN, "steps": 400, "checkpoint_every": 100})
     tiny = {"GANFT_BROKER_VISIBILITY_TIMEOUT_S": "1"}
-    processes.start_worker("w1", **tiny)
-    processes.start_worker("w2", **tiny)
+    processes.start_worker("w1", env=tiny)
+    processes.start_worker("w2", env=tiny)
     # No manual send: a worker's dispatch sweep sends the job exactly once (its compare-and-set on
     # dispatched_at), so any second delivery could only be the broker's redelivery.
     wait_for(lambda: "training in pid" in processes.logs(), timeout=30, what="the job to start", logs=processes.logs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import ssl
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ class Receiver:
     codes: list[int]  # answers in order; the last one repeats
     received: list[Received] = field(default_factory=list)
     url: str = ""
+    tls: ssl.SSLContext | None = None  # serve https with this server context
 
     def start(self) -> http.server.ThreadingHTTPServer:
         receiver = self
@@ -35,6 +37,9 @@ class Receiver:
                 pass
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{server.server_port}/hooks/ganft"
+        scheme = "https" if self.tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{server.server_port}/hooks/ganft"
         return server

@@ -9,59 +9,19 @@ import hmac
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from ganft import webhooks as signing
-from ganft.db.session import session_scope
-from ganft.db.tables import Dataset, Tenant, new_id, utcnow
+from ganft.db.tables import utcnow
 from ganft.repo.webhooks import RETRY_DELAYS_S
 from ganft.settings import Settings
+from tests.webhooks.helpers import cancelled_job, dataset, tenant_secret
 from tests.webhooks.receiver import Receiver
 from worker.webhooks import deliver_due
-
-STATS = {"examples": 4, "labeled": 2, "unlabeled": 2, "classes": ["a", "b"], "class_counts": {"a": 1, "b": 1},
-         "layout": {"kind": "features", "features": 3}, "notes": []}  # fmt: skip
-
-
-@pytest.fixture
-def receiver() -> Iterator[Callable[[list[int]], Receiver]]:
-    servers = []
-
-    def start(codes: list[int]) -> Receiver:
-        r = Receiver(codes)
-        servers.append(r.start())
-        return r
-
-    yield start
-    for server in servers:
-        server.shutdown()
-
-
-def dataset(engine: Engine, tenant: str = "acme") -> str:
-    dataset_id = new_id("ds")
-    with session_scope(engine) as session:
-        tenant_id = session.scalars(select(Tenant.id).where(Tenant.name == tenant)).one()
-        session.add(Dataset(id=dataset_id, tenant_id=tenant_id, name="d", format="csv", status="ready", size_bytes=1,
-                            sha256="0" * 64, storage_key=f"datasets/{dataset_id}/data", stats=STATS))  # fmt: skip
-    return dataset_id
-
-
-def cancelled_job(client: TestClient, headers: dict[str, str], engine: Engine, **extra: str) -> dict:
-    """A job created through the API and cancelled while queued: terminal at once, no worker needed."""
-    body = {"method": "ssgan", "dataset_id": dataset(engine), "hyperparameters": {"steps": 5}, **extra}
-    created = client.post("/v1/jobs", json=body, headers=headers)
-    assert created.status_code == 201, created.text
-    assert client.post(f"/v1/jobs/{created.json()['id']}/cancel", headers=headers).json()["status"] == "cancelled"
-    return client.get(f"/v1/jobs/{created.json()['id']}", headers=headers).json()
-
-
-def tenant_secret(engine: Engine, name: str = "acme") -> str:
-    with session_scope(engine) as session:
-        return session.scalars(select(Tenant.webhook_secret).where(Tenant.name == name)).one()
 
 
 def test_signature_is_standard_webhooks() -> None:
@@ -117,7 +77,7 @@ def test_gives_up_after_the_last_retry(
     hook: Receiver = receiver([503])
     job = cancelled_job(client, headers, engine, webhook_url=hook.url)
     now = utcnow()
-    outcomes = []
+    outcomes: list[str] = []
     for delay in (0, *RETRY_DELAYS_S):
         now += dt.timedelta(seconds=delay + 1)
         outcomes += deliver_due(settings, now=now).outcomes.values()

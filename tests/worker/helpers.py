@@ -21,6 +21,7 @@ from ganft.db.tables import Dataset, Job, JobEvent
 from ganft.repo import jobs, keys
 from ganft.store import Store
 from ganft_core.config import HYPERPARAMETERS
+from worker.app import worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -110,18 +111,15 @@ def job_events(engine: Engine, job_id: str) -> list[tuple[int, str, dict[str, An
 
 
 class WorkerProcess:
-    """`celery -A worker.app worker -Q gpu -c 1 --pool prefork` as the production command runs it."""
+    """The production worker command (`worker.app.worker_command`, what docker-compose.yml runs)."""
 
     class Factory(Protocol):
         def __call__(self, name: str = "w1", **extra_env: str) -> WorkerProcess: ...
 
-    def __init__(self, name: str, env: dict[str, str], log_path: Path, *, pool: str = "prefork") -> None:
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
         self.name = name
         self.log_path = log_path
-        command = [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu", "-c", "1",
-            "--pool", pool, "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ]  # fmt: skip
+        command = [sys.executable, "-m", *worker_command(f"{name}@%h")]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         # A session of its own: stopping it reaches the training child too, as on a real machine.
         self.process = subprocess.Popen(
