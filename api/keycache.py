@@ -1,9 +1,8 @@
 """A short-lived, per-process cache of authenticated API keys: key hash -> Principal.
 
-Without it every request opens a session of its own for the key lookup (a pooled connection,
-a ping, BEGIN, SELECT, COMMIT and a threadpool hop): more than half the work of a
-`GET /v1/jobs/{id}` (bench/RESULTS.md, "service: API load"). With it a key is looked up at
-most once per `ttl_s` per API process, so a revoked key keeps working for up to `ttl_s`
+Without it every request looks its key up in the database (a query per request). With it a
+key is looked up at most once per `ttl_s` per API process (each entry lives 75-100% of `ttl_s`,
+so keys cached together do not expire together), so a revoked key keeps working for up to `ttl_s`
 seconds in a process that saw it just before (`GANFT_AUTH_CACHE_S`; 0 disables the cache).
 Only successful lookups are kept, so a new key works at once. Entries are keyed by the
 key's sha256, so the process holds no secrets it was not just sent.
@@ -13,6 +12,7 @@ Used from the event loop only (the auth dependency is async), so it needs no loc
 
 from __future__ import annotations
 
+import random
 import time
 
 from ganft.repo.keys import Principal
@@ -49,4 +49,6 @@ class KeyCache:
         self._entries.pop(digest, None)  # re-inserted last: insertion order is expiry order
         while len(self._entries) >= self.max_entries:
             del self._entries[next(iter(self._entries))]
-        self._entries[digest] = (principal, time.monotonic() + self.ttl_s)
+        # Spread over the last quarter of the TTL: keys first seen together (a client pool starting,
+        # a restart) do not all fall due in the same instant.
+        self._entries[digest] = (principal, time.monotonic() + self.ttl_s * (0.75 + 0.25 * random.random()))

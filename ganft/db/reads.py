@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, Unpack
 
 import anyio
 import psycopg
@@ -32,6 +32,7 @@ from ganft.db.session import POSTGRES_CONNECT_TIMEOUT_S
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
+Statement = Select[Unpack[tuple[Any, ...]]]  # a select of any columns
 
 READ_POOL_SIZE = 10  # connections per API process: queries take ~0.1 ms, ten in flight is plenty
 READ_POOL_TIMEOUT_S = 5.0  # wait for a free connection when all are busy, then PoolTimeout (a 503)
@@ -42,7 +43,7 @@ class Reader(Protocol):
 
     async def close(self) -> None: ...
 
-    async def all(self, statement: Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def all(self, statement: Statement, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every row of `statement` with `params` bound."""
         ...
 
@@ -54,7 +55,7 @@ def make_reader(engine: Engine) -> Reader:
     return ThreadReader(engine)
 
 
-async def first(reader: Reader, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+async def first(reader: Reader, statement: Statement, params: dict[str, Any]) -> dict[str, Any] | None:
     """The first row, or None (for statements that select at most one row)."""
     rows = await reader.all(statement, params)
     return rows[0] if rows else None
@@ -87,10 +88,10 @@ class ThreadReader:
     async def close(self) -> None:
         return None
 
-    async def all(self, statement: Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def all(self, statement: Statement, params: dict[str, Any]) -> list[dict[str, Any]]:
         return await anyio.to_thread.run_sync(self._run, statement, params)
 
-    def _run(self, statement: Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _run(self, statement: Statement, params: dict[str, Any]) -> list[dict[str, Any]]:
         with self._engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(statement, params)]
 
@@ -102,7 +103,7 @@ class PostgresReader:
     def __init__(self, engine: Engine, *, max_size: int = READ_POOL_SIZE, timeout_s: float = READ_POOL_TIMEOUT_S):
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._dialect = engine.dialect
-        self._compiled: dict[int, tuple[Select[Any], Compiled, str]] = {}  # id(statement) -> (it, compiled, SQL)
+        self._compiled: dict[int, tuple[Statement, Compiled, str]] = {}  # id(statement) -> (it, compiled, SQL)
         self._pool = AsyncPool(
             conninfo, max_size=max_size, timeout_s=timeout_s, connect_timeout_s=POSTGRES_CONNECT_TIMEOUT_S
         )
@@ -113,7 +114,7 @@ class PostgresReader:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def all(self, statement: Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def all(self, statement: Statement, params: dict[str, Any]) -> list[dict[str, Any]]:
         compiled, sql = self._compile(statement)
         bound = compiled.construct_params(params)
         try:
@@ -131,7 +132,7 @@ class PostgresReader:
             cursor = await connection.execute(sql, params)  # type: ignore[arg-type]  # SQL compiled by SQLAlchemy
             return await cursor.fetchall()
 
-    def _compile(self, statement: Select[Any]) -> tuple[Compiled, str]:
+    def _compile(self, statement: Statement) -> tuple[Compiled, str]:
         # Keyed by identity: the statements are module-level constants, compiled on first use.
         entry = self._compiled.get(id(statement))
         if entry is None or entry[0] is not statement:

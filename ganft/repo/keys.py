@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from ganft.db.reads import Reader, first
 from ganft.db.tables import ApiKey, Tenant, utcnow
 from ganft.security import generate_key, hash_key, key_prefix
 
@@ -44,19 +45,33 @@ def create_key(session: Session, *, tenant_name: str, label: str | None = None) 
     return row, new.key
 
 
+# The principal of an active key, by the key's hash (built once: the API's Reader compiles it once).
+_PRINCIPAL = (
+    select(
+        ApiKey.id.label("key_id"),
+        ApiKey.prefix.label("key_prefix"),
+        Tenant.id.label("tenant_id"),
+        Tenant.name.label("tenant_name"),
+    )
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+)
+
+
 def authenticate(session: Session, *, key: str) -> Principal | None:
     """The principal for an active key, None for unknown, malformed or revoked keys."""
     if key_prefix(key) is None:
         return None
-    row = session.execute(
-        select(ApiKey.id, ApiKey.prefix, Tenant.id, Tenant.name)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-    ).one_or_none()
-    if row is None:
+    row = session.execute(_PRINCIPAL, {"key_hash": hash_key(key)}).mappings().one_or_none()
+    return None if row is None else Principal(**row)
+
+
+async def read_principal(reader: Reader, *, key: str) -> Principal | None:
+    """`authenticate` without a session (the API's auth: no threadpool hop on Postgres)."""
+    if key_prefix(key) is None:
         return None
-    key_id, prefix, tenant_id, tenant_name = row
-    return Principal(tenant_id=tenant_id, tenant_name=tenant_name, key_id=key_id, key_prefix=prefix)
+    row = await first(reader, _PRINCIPAL, {"key_hash": hash_key(key)})
+    return None if row is None else Principal(**row)
 
 
 def revoke_key(session: Session, *, prefix: str) -> int:
