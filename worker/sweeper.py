@@ -4,9 +4,14 @@
   (the next claim makes it attempt + 1 and resumes from the newest checkpoint), or fail with
   `worker_lost` once `max_attempts` attempts were lost (ganft/repo/lifecycle.py
   `reap_expired_leases`).
-- Queued jobs never sent to the broker (created while it was down, or just reaped), or sent
-  more than `REDISPATCH_AFTER_LEASES` lease periods ago, are sent (again). A duplicate
-  message is harmless: the claim is a compare-and-set and the loser returns at once.
+- Queued jobs never sent to the broker (created while it was down, or just reaped) are sent.
+- Queued jobs sent more than `REDISPATCH_AFTER_LEASES` lease periods ago are sent again only
+  when the broker has lost messages: when its queue holds fewer messages than there are queued
+  jobs already sent, and then only that many (the shortfall). A long queue of jobs that are
+  merely waiting for a free worker is left alone (it used to be re-sent every 3 leases: 3,634
+  messages for 200 jobs, docs/RELIABILITY.md). A broker whose queue cannot be read (down)
+  gets no stale re-sends that pass; the next pass asks again. A duplicate message is still
+  harmless: the claim is a compare-and-set and the loser returns at once.
 
 Every worker runs this; two sweepers never move the same job twice (compare-and-set again).
 """
@@ -19,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 from celery import Celery
+from sqlalchemy import Engine
 
 from ganft.db.session import get_engine, session_scope
 from ganft.db.tables import utcnow
@@ -27,10 +33,11 @@ from ganft.settings import Settings
 from worker import webhooks
 from worker.app import QUEUE, RUN_JOB
 
-# A queued job's message is resent when it was sent this many lease periods ago and the job
-# is still queued: long enough that a worker busy with another job is not flooded with
+# A queued job's message is resent (when the broker lost messages) once it was sent this many
+# lease periods ago and the job is still queued: long enough that a worker busy with another job is not flooded with
 # duplicates, short enough that a message lost with a broker restart costs minutes, not hours.
 REDISPATCH_AFTER_LEASES = 3
+CANNOT_COUNT = -1  # broker_queue_length() on a transport without a message count
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +57,9 @@ def sweep_once(app: Celery, settings: Settings) -> SweepResult:
     for job_id, status in result.reaped:
         log.warning("job %s: lease expired, now %s", job_id, status)
     stale_before = utcnow() - dt.timedelta(seconds=REDISPATCH_AFTER_LEASES * settings.lease_s)
+    stale_limit = _stale_allowance(app, engine, stale_before)
     with session_scope(engine) as session:
-        job_ids = lifecycle.claim_dispatch(session, stale_before=stale_before)
+        job_ids = lifecycle.claim_dispatch(session, stale_before=stale_before, stale_limit=stale_limit)
     failed: list[str] = []
     for job_id in job_ids:
         try:
@@ -68,6 +76,47 @@ def sweep_once(app: Celery, settings: Settings) -> SweepResult:
         log.info("dispatched %d queued job(s): %s", len(result.dispatched), ", ".join(result.dispatched))
     webhooks.deliver_due(settings)  # signed POSTs about finished jobs (worker/webhooks.py)
     return result
+
+
+def _stale_allowance(app: Celery, engine: Engine, stale_before: dt.datetime) -> int | None:
+    """How many stale jobs (sent before `stale_before`, still queued) to send again: the messages
+    the broker is missing, 0 when it cannot be asked, None (no bound) when it cannot count."""
+    with session_scope(engine) as session:
+        if not lifecycle.count_dispatched(session, before=stale_before):
+            return 0  # nothing stale: no need to ask the broker
+    # The broker first, then the database: a worker takes a message from the queue a moment
+    # before it claims the job, so counted the other way round the taking in between would
+    # look like a lost message.
+    waiting = broker_queue_length(app)
+    if waiting is None:
+        return 0  # the broker is down: the next pass asks again
+    if waiting == CANNOT_COUNT:
+        return None  # a transport that cannot count (not Redis, not the embedded one): as before
+    with session_scope(engine) as session:
+        sent = lifecycle.count_dispatched(session)
+    return max(0, sent - waiting)
+
+
+def broker_queue_length(app: Celery) -> int | None:
+    """Messages waiting in the broker's `QUEUE`; None when the broker cannot be reached (logged),
+    `CANNOT_COUNT` when its transport cannot count them.
+
+    kombu's own count (`Channel._size`, every virtual transport has one): on Redis the sum of
+    `LLEN` over the queue's priority lists (`gpu`, then `gpu\\x06\\x163`, `...6`, `...9`, under
+    the transport's `global_keyprefix`); on the embedded filesystem transport the `*.gpu.msg`
+    files in its folder (a message being written or taken by a worker is not one of them).
+    """
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.channel()  # connects (Redis: PING, within socket_connect_timeout)
+            try:
+                size = getattr(channel, "_size", None)
+                return CANNOT_COUNT if size is None else int(size(QUEUE))
+            finally:
+                channel.close()
+    except Exception as exc:  # the broker is down: no stale re-sends this pass
+        log.warning("cannot read the broker's queue length (%s); stale jobs wait for the next sweep", exc)
+        return None
 
 
 class Sweeper(threading.Thread):

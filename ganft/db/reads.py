@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar, Unpack
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import psycopg
@@ -32,7 +32,7 @@ from ganft.db.session import POSTGRES_CONNECT_TIMEOUT_S
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
-Statement = Select[Unpack[tuple[Any, ...]]]  # a select of any columns
+Statement = Select[*tuple[Any, ...]]  # a select of any columns
 
 READ_POOL_SIZE = 10  # connections per API process: queries take ~0.1 ms, ten in flight is plenty
 READ_POOL_TIMEOUT_S = 5.0  # wait for a free connection when all are busy, then PoolTimeout (a 503)

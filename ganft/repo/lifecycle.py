@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, func, insert, literal, or_, select, update
+from sqlalchemy import and_, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ganft.db.tables import Artifact, Dataset, Job, JobMetric, Model, utcnow
@@ -408,23 +408,34 @@ def reap_expired_leases(session: Session) -> list[tuple[str, str]]:
     return changed
 
 
-def claim_dispatch(session: Session, *, stale_before: dt.datetime, limit: int = 100) -> list[str]:
-    """Queued jobs never sent to the broker, or sent before `stale_before`: mark them sent now and
-    return their ids (oldest first). A compare-and-set on the old `dispatched_at` keeps two
+def claim_dispatch(
+    session: Session, *, stale_before: dt.datetime, stale_limit: int | None = None, limit: int = 100
+) -> list[str]:
+    """Queued jobs never sent to the broker, then (at most `stale_limit` of them; None: no bound)
+    queued jobs sent before `stale_before`: mark them sent now and return their ids (oldest first
+    within each group, `limit` in all). A compare-and-set on the old `dispatched_at` keeps two
     sweepers from both taking a job; the caller sends them and `undo_dispatch`es on failure."""
+    queued = select(Job.id, Job.dispatched_at).where(Job.status == "queued").order_by(Job.created_at, Job.id)
+    rows = list(session.execute(queued.where(Job.dispatched_at.is_(None)).limit(limit)).all())
+    stale_wanted = limit - len(rows) if stale_limit is None else min(stale_limit, limit - len(rows))
+    if stale_wanted > 0:
+        rows += session.execute(queued.where(Job.dispatched_at < stale_before).limit(stale_wanted)).all()
     now = utcnow()
-    rows = session.execute(
-        select(Job.id, Job.dispatched_at)
-        .where(Job.status == "queued", or_(Job.dispatched_at.is_(None), Job.dispatched_at < stale_before))
-        .order_by(Job.created_at, Job.id)
-        .limit(limit)
-    ).all()
     taken: list[str] = []
     for job_id, old in rows:
         same = Job.dispatched_at.is_(None) if old is None else Job.dispatched_at == old
         if _changed(session, _update(Job.id == job_id, Job.status == "queued", same).values(dispatched_at=now)):
             taken.append(job_id)
     return taken
+
+
+def count_dispatched(session: Session, *, before: dt.datetime | None = None) -> int:
+    """Queued jobs already sent to the broker (sent before `before`, when given): each should
+    have a message waiting in the broker's queue, unless the broker lost it."""
+    where = [Job.status == "queued", Job.dispatched_at.is_not(None)]
+    if before is not None:
+        where.append(Job.dispatched_at < before)
+    return int(session.scalar(select(func.count()).select_from(Job).where(*where)) or 0)
 
 
 def undo_dispatch(session: Session, *, job_ids: Sequence[str]) -> None:

@@ -1,9 +1,9 @@
 """Many small jobs through two worker processes while one of them is SIGKILLed and restarted.
 
 The normal suite runs SOAK_SMALL jobs; `GANFT_SOAK=1` runs `GANFT_SOAK_JOBS` (default 200).
-The figures (wall time, jobs/min, attempts, the killed job's recovery, duplicates, lost) are
-printed (`pytest -s`), written as JSON to `GANFT_SOAK_REPORT` when set, and recorded in
-docs/RELIABILITY.md.
+The figures (wall time, jobs/min, attempts, the killed job's recovery, duplicates, lost, broker
+messages sent and discarded) are printed (`pytest -s`), written as JSON to `GANFT_SOAK_REPORT`
+when set, and recorded in docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 from sqlalchemy import Engine, select
 
 from ganft.db.session import session_scope
@@ -26,6 +28,7 @@ from ganft.store import open_store
 from tests.reliability.conftest import Processes
 from tests.reliability.jobs import TERMINAL, TINY_SSGAN, artifact_names, output_models, statuses, terminal_rows
 from tests.worker.helpers import job_events, make_job, wait_for
+from worker.sweeper import broker_queue_length
 
 SOAK_SMALL = 6  # a training child costs ~5-8 s of CPU (spawn, torch import, export): 2 cores bound this
 
@@ -113,10 +116,25 @@ def test_soak_with_a_worker_killed_loses_and_repeats_nothing(
         "killed_job_done_after_kill_s": round(_finished_at(engine, killed_job) - _wall(killed_at), 1),
         "duplicates": duplicates,
         "lost": count - sum(1 for r in rows.values() if r.status in TERMINAL),
+        **_messages(processes, rel_settings),
     }
     print(f"\nsoak figures: {json.dumps(figures)}")  # noqa: T201 - the figures docs/RELIABILITY.md records
     if report := os.environ.get("GANFT_SOAK_REPORT"):
         Path(report).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _messages(processes: Processes, settings: Settings) -> dict[str, int]:
+    """Broker messages: sent by the workers' sweeps (their "dispatched N queued job(s)" log lines;
+    nothing else sends here), discarded by a worker as duplicates ("nothing to do"), still waiting
+    in the broker's queue at the end (`worker/sweeper.py broker_queue_length`)."""
+    logs = [worker.logs() for worker in processes.workers]
+    sent = sum(int(n) for log in logs for n in re.findall(r"dispatched (\d+) queued job\(s\)", log))
+    discarded = sum(log.count("nothing to do") for log in logs)
+    app = Celery("soak-count", set_as_current=False)
+    app.conf.update(broker_url=settings.broker_url)
+    left = broker_queue_length(app)
+    app.close()
+    return {"messages_sent": sent, "duplicates_discarded": discarded, "messages_left": -1 if left is None else left}
 
 
 def _row_checkpoint_step(engine: Engine, job_id: str) -> int | None:

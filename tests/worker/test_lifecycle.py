@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import threading
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from sqlalchemy import Engine, func, select, update
 from ganft.db.migrate import upgrade
 from ganft.db.session import make_engine, session_scope
 from ganft.db.tables import Artifact, Job, Model, utcnow
+from ganft.embedded import free_port
 from ganft.repo import lifecycle
 from ganft.repo.lifecycle import ArtifactRecord, OutputModel
 from ganft.settings import Settings
@@ -20,6 +23,7 @@ from ganft.store import Store
 from tests.worker.conftest import REDIS_URL
 from tests.worker.helpers import job_events, job_row, make_job
 from worker import sweeper
+from worker.app import celery_config
 from worker.tasks import run_job
 
 
@@ -111,24 +115,118 @@ def test_reaper_finishes_an_abandoned_cancel(engine: Engine, store: Store) -> No
         assert lifecycle.reap_expired_leases(session) == [(job_id, "cancelled")]
 
 
+def _sweep_app(broker_url: str = REDIS_URL) -> Celery:
+    app = Celery("sweep-test", set_as_current=False)
+    app.conf.update(broker_url=broker_url, task_serializer="json")
+    return app
+
+
+def _make_stale(engine: Engine, *job_ids: str) -> None:
+    """As if their messages were sent an hour ago (many lease periods) and they are still queued."""
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id.in_(job_ids)).values(dispatched_at=utcnow() - dt.timedelta(hours=1)))
+
+
+def _messages(queue: redis.Redis) -> list[str]:
+    """The job ids of the `ganft.run_job` messages waiting in the Redis queue `gpu`."""
+    bodies = [json.loads(base64.b64decode(json.loads(raw)["body"])) for raw in queue.lrange("gpu", 0, -1)]
+    return sorted(args[0] for args, _kwargs, _embed in bodies)
+
+
 def test_dispatch_sweep_sends_undispatched_jobs(engine: Engine, store: Store, settings: Settings) -> None:
     """Jobs the API could not enqueue (broker down) reach the broker on the next sweep, once."""
-    app = Celery("sweep-test", set_as_current=False)
-    app.conf.update(broker_url=REDIS_URL, task_serializer="json")
+    app = _sweep_app()
     queue = redis.Redis.from_url(REDIS_URL)
     first, second = make_job(engine, store), make_job(engine, store)
 
     result = sweeper.sweep_once(app, settings)
     assert sorted(result.dispatched) == sorted([first, second])
-    assert queue.llen("gpu") == 2
+    assert _messages(queue) == sorted([first, second])
     assert all(job_row(engine, j).dispatched_at is not None for j in (first, second))
 
     assert sweeper.sweep_once(app, settings).dispatched == []  # sent recently: not again
-    with session_scope(engine) as session:  # a message sent long ago for a still-queued job: resent
-        session.execute(update(Job).where(Job.id == first).values(dispatched_at=utcnow() - dt.timedelta(hours=1)))
-    assert sweeper.sweep_once(app, settings).dispatched == [first]
+    assert queue.llen("gpu") == 2
+    app.close()
+
+
+def test_stale_jobs_are_resent_only_when_the_broker_lost_their_messages(
+    engine: Engine, store: Store, settings: Settings
+) -> None:
+    """A long queue of jobs waiting for a worker is not re-sent every few leases; messages lost
+    with the broker (a Redis restart empties the queue) are, as many as were lost."""
+    app = _sweep_app()
+    queue = redis.Redis.from_url(REDIS_URL)
+    first, second = make_job(engine, store), make_job(engine, store)
+    assert sorted(sweeper.sweep_once(app, settings).dispatched) == sorted([first, second])
+
+    _make_stale(engine, first, second)  # waiting long, but their messages are still in the queue
+    assert sweeper.sweep_once(app, settings).dispatched == []
+    assert _messages(queue) == sorted([first, second])
+
+    queue.flushdb()  # what a Redis restart without persistence does
+    _make_stale(engine, first, second)
+    assert sorted(sweeper.sweep_once(app, settings).dispatched) == sorted([first, second])
+    assert _messages(queue) == sorted([first, second])
+    assert sweeper.sweep_once(app, settings).dispatched == []  # just sent: not again
+
+    _make_stale(engine, first, second)
+    queue.rpop("gpu")  # one message lost: one job sent again (which one cannot be known)
+    assert len(sweeper.sweep_once(app, settings).dispatched) == 1
+    assert queue.llen("gpu") == 2
+    app.close()
+
+
+def test_never_dispatched_jobs_are_sent_whatever_the_queue_holds(
+    engine: Engine, store: Store, settings: Settings
+) -> None:
+    """A job never sent (created while the broker was down, or just reaped) is sent even while the
+    queue holds a message for every other queued job; the stale ones are not sent with it."""
+    app = _sweep_app()
+    queue = redis.Redis.from_url(REDIS_URL)
+    waiting = make_job(engine, store)
+    assert sweeper.sweep_once(app, settings).dispatched == [waiting]
+    _make_stale(engine, waiting)
+    queue.lpush("gpu", "a message of some job no longer queued")  # more messages than jobs sent
+    fresh = make_job(engine, store)
+    assert sweeper.sweep_once(app, settings).dispatched == [fresh]
     assert queue.llen("gpu") == 3
     app.close()
+
+
+def test_stale_jobs_wait_while_the_broker_cannot_be_asked(engine: Engine, store: Store, settings: Settings) -> None:
+    """A broker that is down has no queue length to read: no stale job is taken (they keep their
+    `dispatched_at`, so the next pass, with the broker back, decides), and nothing is sent."""
+    job_id = make_job(engine, store)
+    assert _claim_dispatch(engine) == [job_id]
+    _make_stale(engine, job_id)
+    before = job_row(engine, job_id).dispatched_at
+    down = _sweep_app(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    assert sweeper.broker_queue_length(down) is None
+    assert sweeper.sweep_once(down, settings).dispatched == []
+    assert job_row(engine, job_id).dispatched_at == before
+    down.close()
+
+
+def test_queue_length_of_the_embedded_broker(tmp_path: Path) -> None:
+    """The filesystem transport's count is its message files: sent ones, not a taken one."""
+    fs_settings = Settings(data_dir=tmp_path / "data", broker_url="filesystem://")
+    app = Celery("sweep-fs-test", set_as_current=False)
+    app.conf.update(celery_config(fs_settings))
+    assert sweeper.broker_queue_length(app) == 0
+    for job_id in ("a", "b", "c"):
+        app.send_task("ganft.run_job", args=[job_id], queue="gpu")
+    assert sweeper.broker_queue_length(app) == 3
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        assert channel.basic_get("gpu", no_ack=True) is not None  # a worker takes one
+        channel.close()
+    assert sweeper.broker_queue_length(app) == 2
+    app.close()
+
+
+def _claim_dispatch(engine: Engine) -> list[str]:
+    with session_scope(engine) as session:
+        return lifecycle.claim_dispatch(session, stale_before=utcnow() - dt.timedelta(minutes=3))
 
 
 def _artifacts() -> list[ArtifactRecord]:
