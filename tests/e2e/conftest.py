@@ -58,7 +58,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def stack(pg_url: str, clean_db: None, engine: Any, tmp_path: Path) -> Iterator[Stack]:
+def stack_env() -> dict[str, str]:
+    """Extra GANFT_* variables for both processes of `stack` (a test folder's conftest may override it)."""
+    return {}
+
+
+@pytest.fixture
+def stack(pg_url: str, clean_db: None, engine: Any, tmp_path: Path, stack_env: dict[str, str]) -> Iterator[Stack]:
     """The production shape on one machine: API server and worker as processes, Postgres, Redis."""
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
     data_dir = tmp_path / "data"
@@ -71,6 +77,7 @@ def stack(pg_url: str, clean_db: None, engine: Any, tmp_path: Path) -> Iterator[
         "GANFT_PROGRESS_INTERVAL_S": "0.25",
         "GANFT_SSE_POLL_INTERVAL_S": "0.1",
         "PYTHONUNBUFFERED": "1",
+        **stack_env,
     }
     with session_scope(engine) as session:
         _, key = keys.create_key(session, tenant_name="e2e")
