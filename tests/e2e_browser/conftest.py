@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.conftest import stack  # noqa: F401 (the fixture, shared with the end-to-end tests)
+from tests.e2e.conftest import stack, stack_env  # noqa: F401 (the fixtures, shared with the end-to-end tests)
 
 if TYPE_CHECKING:  # imported lazily, like the browser itself
     from playwright.sync_api import ConsoleMessage, Page
