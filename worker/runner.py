@@ -212,6 +212,10 @@ class Supervisor:
                 if payload["kind"] == "checkpoint" and payload.get("path") and outcome.stop != "lost":
                     try:
                         self._upload_checkpoint(payload)
+                    except FileNotFoundError:
+                        # The trainer already rotated it away (it keeps its newest few); a newer
+                        # checkpoint's message is behind this one in the queue.
+                        log.info("job %s: checkpoint %s was superseded before upload", self.job.id, payload["path"])
                     except (OSError, SQLAlchemyError):  # the next checkpoint tries again
                         log.exception("job %s: could not store checkpoint %s", self.job.id, payload["path"])
                 elif payload["kind"] == "artifact":
