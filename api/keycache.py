@@ -3,7 +3,9 @@
 Without it every request looks its key up in the database (a query per request). With it a
 key is looked up at most once per `ttl_s` per API process (each entry lives 75-100% of `ttl_s`,
 so keys cached together do not expire together), so a revoked key keeps working for up to `ttl_s`
-seconds in a process that saw it just before (`GANFT_AUTH_CACHE_S`; 0 disables the cache).
+seconds in a process that saw it just before (`GANFT_AUTH_CACHE_S`; 0 disables the cache) —
+on Postgres a revocation is pushed instead (NOTIFY at commit, `forget`), so it takes effect at
+once while the API's listener is connected.
 Only successful lookups are kept, so a new key works at once. Entries are keyed by the
 key's sha256, so the process holds no secrets it was not just sent.
 
@@ -52,3 +54,10 @@ class KeyCache:
         # Spread over the last quarter of the TTL: keys first seen together (a client pool starting,
         # a restart) do not all fall due in the same instant.
         self._entries[digest] = (principal, time.monotonic() + self.ttl_s * (0.75 + 0.25 * random.random()))
+
+    def forget(self, key_hash: str | None) -> None:
+        """Drop the entry of the key with this sha256 (it was revoked), or every entry (None)."""
+        if key_hash is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(key_hash, None)

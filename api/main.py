@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     reader = make_reader(engine)  # the hot read path (api/deps.py JobDep, GET /v1/jobs)
-    event_hub = make_hub(engine)  # wakes event streams when a job's events commit (Postgres NOTIFY)
+    key_cache = KeyCache(settings.auth_cache_s)
+    # Wakes event streams when a job's events commit, and drops revoked keys (Postgres NOTIFY).
+    event_hub = make_hub(engine, on_key_revoked=key_cache.forget)
     queue = JobQueue(settings)
 
     @asynccontextmanager
@@ -82,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.store_url)
     app.state.queue = queue
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-    app.state.key_cache = KeyCache(settings.auth_cache_s)
+    app.state.key_cache = key_cache
     registry, latency = make_registry(engine)
     app.state.metrics_registry = registry
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -32,6 +32,7 @@ from ganft.db.session import POSTGRES_CONNECT_TIMEOUT_S
 log = logging.getLogger(__name__)
 
 CHANNEL = "ganft_job_events"  # payload: the job id
+KEYS_REVOKED_CHANNEL = "ganft_keys_revoked"  # payload: the revoked key's sha256 (ganft/repo/keys.py revoke_key)
 APPLICATION_NAME = "ganft-event-listener"  # how the listener shows in pg_stat_activity
 RECONNECT_MIN_S = 0.2  # first wait after the connection is lost or a connect fails
 RECONNECT_MAX_S = 5.0  # the backoff doubles up to this
@@ -47,8 +48,11 @@ class EventHub:
     Without a `conninfo` (SQLite) nothing is ever pushed and `live` stays False.
     """
 
-    def __init__(self, conninfo: str | None) -> None:
+    def __init__(self, conninfo: str | None, *, on_key_revoked: Callable[[str | None], None] | None = None) -> None:
         self._conninfo = conninfo
+        # Called with a revoked key's sha256, and with None when revocations may have been missed
+        # (the listener was disconnected): the API's KeyCache forgets that key, or everything.
+        self._on_key_revoked = on_key_revoked
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self.live = False
@@ -90,6 +94,10 @@ class EventHub:
             for wake in waiters:
                 wake.set()
 
+    def _key_revoked(self, key_hash: str | None) -> None:
+        if self._on_key_revoked is not None:
+            self._on_key_revoked(key_hash)
+
     async def _listen_forever(self, conninfo: str) -> None:
         delay = RECONNECT_MIN_S
         failing = False
@@ -105,11 +113,13 @@ class EventHub:
                 continue
             try:
                 await connection.execute(f"LISTEN {CHANNEL}")
+                await connection.execute(f"LISTEN {KEYS_REVOKED_CHANNEL}")
                 self.live = True
                 if failing:
                     log.info("event listener reconnected")
                 failing, delay = False, RECONNECT_MIN_S
                 self.wake_all()  # notifications sent while we were not listening are lost: every stream reads once
+                self._key_revoked(None)  # and so may revocations be: forget every cached key
                 await self._consume(connection)
             except (psycopg.Error, TimeoutError) as exc:
                 log.warning("event listener lost its connection (%s); reconnecting", type(exc).__name__)
@@ -135,7 +145,10 @@ class EventHub:
         while True:
             async for notify in connection.notifies(timeout=HEALTH_CHECK_S):
                 self.notifications += 1
-                self.wake(notify.payload)
+                if notify.channel == KEYS_REVOKED_CHANNEL:
+                    self._key_revoked(notify.payload)
+                else:
+                    self.wake(notify.payload)
             # Every HEALTH_CHECK_S: a peer that vanished without closing the socket (a lost host)
             # would leave us waiting for ever, so make a round trip. psycopg 3.3 keeps notifications that
             # arrive meanwhile for the next `notifies()`; an older one may drop them (a stream's safety-net
@@ -143,8 +156,9 @@ class EventHub:
             await asyncio.wait_for(connection.execute("SELECT 1"), HEALTH_CHECK_TIMEOUT_S)
 
 
-def make_hub(engine: Engine) -> EventHub:
+def make_hub(engine: Engine, *, on_key_revoked: Callable[[str | None], None] | None = None) -> EventHub:
     """A hub listening on `engine`'s Postgres database; on any other database, one that never pushes."""
     if engine.dialect.name != "postgresql":
         return EventHub(None)
-    return EventHub(engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return EventHub(conninfo, on_key_revoked=on_key_revoked)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from ganft.db.notify import KEYS_REVOKED_CHANNEL
 from ganft.db.reads import Reader, first
 from ganft.db.tables import ApiKey, Tenant, utcnow
 from ganft.security import generate_key, hash_key, key_prefix
@@ -81,7 +82,13 @@ def revoke_key(session: Session, *, prefix: str) -> int:
         raise AmbiguousPrefix(f"{len(active)} active keys share the prefix {prefix!r}")
     if not active:
         return 0
-    session.execute(update(ApiKey).where(ApiKey.id == active[0]).values(revoked_at=utcnow()))
+    key_hash = session.execute(
+        update(ApiKey).where(ApiKey.id == active[0]).values(revoked_at=utcnow()).returning(ApiKey.key_hash)
+    ).scalar_one()
+    if session.get_bind().dialect.name == "postgresql":
+        # At commit, every API process drops the key from its KeyCache (ganft/db/notify.py): a
+        # revoked key stops working at once, not after GANFT_AUTH_CACHE_S.
+        session.execute(select(func.pg_notify(KEYS_REVOKED_CHANNEL, key_hash)))
     return 1
 
 

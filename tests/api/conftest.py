@@ -9,16 +9,22 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import socket
 import struct
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 
+from ganft.db.notify import APPLICATION_NAME
 from ganft.db.session import session_scope
 from ganft.db.tables import Artifact, Dataset, Job, JobMetric, Model, Tenant, new_id, utcnow
 from ganft.repo import jobs
@@ -196,3 +202,51 @@ def make_client(settings: Settings) -> Iterator[Callable[..., TestClient]]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------- real servers, waits, listeners
+
+WAIT_S = 30.0  # a hang guard, not a measurement: every wait below normally ends in well under a second
+
+
+def wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[FastAPI], str]]:
+    """serve(app) -> the base URL of a real uvicorn server running that app (in a thread); stopped after the test."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app: FastAPI) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        wait_until(lambda: server.started, "uvicorn to start")
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def terminate_listeners(engine: Engine) -> list[bool]:
+    """Kill the backends of this database's event listeners, as a DBA or a failover would."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = :name"
+                ),
+                {"name": APPLICATION_NAME},
+            ).scalars()
+        )

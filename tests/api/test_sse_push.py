@@ -9,38 +9,25 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from api.main import create_app
 from api.routes import events as events_route
 from ganft.db.migrate import upgrade
-from ganft.db.notify import APPLICATION_NAME, CHANNEL, EventHub
+from ganft.db.notify import CHANNEL, EventHub
 from ganft.db.session import make_engine, session_scope
 from ganft.repo import jobs, keys
 from ganft.settings import Settings
-from tests.api.conftest import Seed, csv_bytes
-
-WAIT_S = 30.0  # a hang guard, not a measurement: every wait below normally ends in well under a second
-
-
-def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+from tests.api.conftest import WAIT_S, Seed, csv_bytes, terminate_listeners, wait_until
 
 
 class Stream:
@@ -66,42 +53,6 @@ class Stream:
 
     def next(self) -> dict[str, Any]:
         return self.events.get(timeout=WAIT_S)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[FastAPI], str]]:
-    """serve(app) -> the base URL of a real uvicorn server running that app (in a thread); stopped after the test."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(app: FastAPI) -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        _until(lambda: server.started, "uvicorn to start")
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def _terminate_listeners(engine: Engine) -> list[bool]:
-    """Kill the backends of this database's event listeners, as a DBA or a failover would."""
-    with engine.connect() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND application_name = :name"
-                ),
-                {"name": APPLICATION_NAME},
-            ).scalars()
-        )
 
 
 def test_events_announce_their_job_once_per_committed_transaction(settings: Settings, seed: Seed) -> None:
@@ -139,7 +90,7 @@ def test_a_stream_outlives_its_listener(
     app = create_app(settings.model_copy(update={"sse_poll_interval_s": 0.2, "sse_ping_interval_s": 600.0}))
     base = serve(app)
     hub: EventHub = app.state.event_hub
-    _until(lambda: hub.live, "the listener to connect")
+    wait_until(lambda: hub.live, "the listener to connect")
     job = seed.job(status="running")
     stream = Stream(f"{base}/v1/jobs/{job}/events", headers)
     assert stream.next()["data"] == {"status": "queued"}
@@ -154,15 +105,15 @@ def test_a_stream_outlives_its_listener(
         raise psycopg.OperationalError("injected: the database cannot be reached")
 
     monkeypatch.setattr(hub, "_connect", refuse)
-    assert _terminate_listeners(seed.engine) == [True]
-    _until(lambda: not hub.live, "the listener to notice its connection is gone")
+    assert terminate_listeners(seed.engine) == [True]
+    wait_until(lambda: not hub.live, "the listener to notice its connection is gone")
     heard = hub.notifications
     seed.event(job, "progress", step=2)
     assert stream.next()["data"] == {"step": 2}  # found by the stream's normal poll
     assert not hub.live and hub.notifications == heard
 
     monkeypatch.setattr(hub, "_connect", connect)
-    _until(lambda: hub.live, "the listener to reconnect")
+    wait_until(lambda: hub.live, "the listener to reconnect")
     seed.event(job, "progress", step=3)
     assert stream.next()["data"] == {"step": 3}
     assert hub.notifications > heard
