@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -45,20 +46,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (from /proc/*/stat)."""
-    out: list[int] = []
+def _every_stat() -> Iterator[tuple[int, str]]:
+    """(pid, /proc/PID/stat text) of every process now; those that vanish meanwhile are skipped."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            yield int(entry.name), (entry / "stat").read_text()
         except OSError:
             continue
-        # Field 4 is the parent pid; the command (field 2) may hold spaces, so split after its `)`.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc/*/stat)."""
+    # Field 4 is the parent pid; the command (field 2) may hold spaces, so split after its `)`.
+    return [child for child, stat in _every_stat() if int(stat.rsplit(")", 1)[1].split()[1]) == pid]
 
 
 class ChildPeakSampler:
@@ -99,16 +101,10 @@ class ChildPeakSampler:
 def cpu_by_process() -> dict[int, tuple[str, float]]:
     """pid -> (command name, CPU seconds so far) of every process now (those that vanish are skipped)."""
     out: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
+    for pid, stat in _every_stat():
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        out[pid] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
     return out
 
 
