@@ -18,8 +18,9 @@ from ganft.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RUN_JOB = "ganft.run_job"  # task name and queue: docs/CONTRACTS.md
+RUN_JOB = "ganft.run_job"  # task name, queue and priority: docs/CONTRACTS.md
 QUEUE = "gpu"
+PRIORITY_FIRST = 3  # behind the worker sweep's retries (priority 0), which a worker takes first
 
 
 class JobQueue:
@@ -50,7 +51,7 @@ class JobQueue:
     def send_run_job(self, job_id: str) -> bool:
         """Publish `ganft.run_job(job_id)` on queue `gpu`; False (logged) when the broker is down."""
         try:
-            self._celery().send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+            self._celery().send_task(RUN_JOB, args=[job_id], queue=QUEUE, priority=PRIORITY_FIRST)
         except Exception as exc:  # any transport error: the dispatch sweep will send it
             log.warning("could not enqueue %s (%s: %s); the dispatch sweep will retry", job_id, type(exc).__name__, exc)
             return False

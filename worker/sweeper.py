@@ -5,6 +5,9 @@
   `worker_lost` once `max_attempts` attempts were lost (ganft/repo/lifecycle.py
   `reap_expired_leases`).
 - Queued jobs never sent to the broker (created while it was down, or just reaped) are sent.
+  A job that ran before (attempt > 0) is sent with `PRIORITY_RETRY`, which a worker takes before
+  the first messages of other jobs (`PRIORITY_FIRST`): the 200-job soak's killed job otherwise
+  waited behind the whole backlog (5 min).
 - Queued jobs sent more than `REDISPATCH_AFTER_LEASES` lease periods ago are sent again only
   when the broker has lost messages: when its queue holds fewer messages than there are queued
   jobs already sent, and then only that many (the shortfall). A long queue of jobs that are
@@ -31,7 +34,7 @@ from ganft.db.tables import utcnow
 from ganft.repo import lifecycle
 from ganft.settings import Settings
 from worker import webhooks
-from worker.app import QUEUE, RUN_JOB
+from worker.app import PRIORITY_FIRST, PRIORITY_RETRY, QUEUE, RUN_JOB
 
 # A queued job's message is resent (when the broker lost messages) once it was sent this many
 # lease periods ago and the job is still queued: long enough that a worker busy with another job is not flooded with
@@ -60,10 +63,12 @@ def sweep_once(app: Celery, settings: Settings) -> SweepResult:
     stale_limit = _stale_allowance(app, engine, stale_before)
     with session_scope(engine) as session:
         job_ids = lifecycle.claim_dispatch(session, stale_before=stale_before, stale_limit=stale_limit)
+        retried = lifecycle.retried(session, job_ids=job_ids)
     failed: list[str] = []
     for job_id in job_ids:
+        priority = PRIORITY_RETRY if job_id in retried else PRIORITY_FIRST  # retries are taken first
         try:
-            app.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+            app.send_task(RUN_JOB, args=[job_id], queue=QUEUE, priority=priority)
         except Exception:
             log.exception("job %s: could not send it to the broker; the next sweep retries", job_id)
             failed.append(job_id)

@@ -429,6 +429,13 @@ def claim_dispatch(
     return taken
 
 
+def retried(session: Session, *, job_ids: Sequence[str]) -> set[str]:
+    """Those of `job_ids` that ran before (attempt > 0: reaped, or handed back by a stopped worker)."""
+    if not job_ids:
+        return set()
+    return set(session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.attempt > 0)))
+
+
 def count_dispatched(session: Session, *, before: dt.datetime | None = None) -> int:
     """Queued jobs already sent to the broker (sent before `before`, when given): each should
     have a message waiting in the broker's queue, unless the broker lost it."""

@@ -47,10 +47,10 @@ def test_create_resolves_defaults_and_enqueues(
     assert [(e["seq"], e["type"], e["data"]) for e in events] == [(1, "status", {"status": "queued"})]
     with session_scope(engine) as session:
         assert session.scalar(select(Job.dispatched_at).where(Job.id == job["id"])) is not None
-    messages = redis.Redis.from_url(TEST_BROKER_URL).lrange("gpu", 0, -1)
+    messages = redis.Redis.from_url(TEST_BROKER_URL).lrange("gpu\x06\x163", 0, -1)  # kombu's list for priority 3
     assert len(messages) == 1
     message = json.loads(messages[0])
-    assert message["headers"]["task"] == "ganft.run_job"
+    assert message["headers"]["task"] == "ganft.run_job" and message["properties"]["priority"] == 3
     assert json.loads(base64.b64decode(message["body"]))[0] == [job["id"]]  # args
 
 

@@ -127,10 +127,19 @@ def _make_stale(engine: Engine, *job_ids: str) -> None:
         session.execute(update(Job).where(Job.id.in_(job_ids)).values(dispatched_at=utcnow() - dt.timedelta(hours=1)))
 
 
-def _messages(queue: redis.Redis) -> list[str]:
-    """The job ids of the `ganft.run_job` messages waiting in the Redis queue `gpu`."""
-    bodies = [json.loads(base64.b64decode(json.loads(raw)["body"])) for raw in queue.lrange("gpu", 0, -1)]
+# kombu's Redis lists of the queue `gpu`, one per priority step, in the order a worker takes from them.
+FIRST_LIST, RETRY_LIST = "gpu\x06\x163", "gpu"
+
+
+def _messages(queue: redis.Redis, lists: tuple[str, ...] = (RETRY_LIST, FIRST_LIST)) -> list[str]:
+    """The job ids of the `ganft.run_job` messages waiting in the queue `gpu` (all its priority lists)."""
+    raws = [raw for name in lists for raw in queue.lrange(name, 0, -1)]
+    bodies = [json.loads(base64.b64decode(json.loads(raw)["body"])) for raw in raws]
     return sorted(args[0] for args, _kwargs, _embed in bodies)
+
+
+def _waiting(queue: redis.Redis) -> int:
+    return int(queue.llen(RETRY_LIST)) + int(queue.llen(FIRST_LIST))
 
 
 def test_dispatch_sweep_sends_undispatched_jobs(engine: Engine, store: Store, settings: Settings) -> None:
@@ -145,7 +154,7 @@ def test_dispatch_sweep_sends_undispatched_jobs(engine: Engine, store: Store, se
     assert all(job_row(engine, j).dispatched_at is not None for j in (first, second))
 
     assert sweeper.sweep_once(app, settings).dispatched == []  # sent recently: not again
-    assert queue.llen("gpu") == 2
+    assert _waiting(queue) == 2
     app.close()
 
 
@@ -170,9 +179,9 @@ def test_stale_jobs_are_resent_only_when_the_broker_lost_their_messages(
     assert sweeper.sweep_once(app, settings).dispatched == []  # just sent: not again
 
     _make_stale(engine, first, second)
-    queue.rpop("gpu")  # one message lost: one job sent again (which one cannot be known)
+    queue.rpop(FIRST_LIST)  # one message lost: one job sent again (which one cannot be known)
     assert len(sweeper.sweep_once(app, settings).dispatched) == 1
-    assert queue.llen("gpu") == 2
+    assert _waiting(queue) == 2
     app.close()
 
 
@@ -189,7 +198,31 @@ def test_never_dispatched_jobs_are_sent_whatever_the_queue_holds(
     queue.lpush("gpu", "a message of some job no longer queued")  # more messages than jobs sent
     fresh = make_job(engine, store)
     assert sweeper.sweep_once(app, settings).dispatched == [fresh]
-    assert queue.llen("gpu") == 3
+    assert _waiting(queue) == 3
+    app.close()
+
+
+def test_a_job_that_ran_before_is_taken_before_the_backlog(engine: Engine, store: Store, settings: Settings) -> None:
+    """Tried: two new jobs sent, then a third job returned to the queue after its worker was lost
+    (attempt 1, not dispatched: as the reaper leaves it). Expect: its message goes to the retry
+    list and a consumer (kombu, as a worker takes messages) gets it first, then the others in order."""
+    app = _sweep_app()
+    queue = redis.Redis.from_url(REDIS_URL)
+    first, second = make_job(engine, store), make_job(engine, store)
+    assert sorted(sweeper.sweep_once(app, settings).dispatched) == sorted([first, second])
+    lost = make_job(engine, store)
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == lost).values(attempt=1))
+    assert sweeper.sweep_once(app, settings).dispatched == [lost]
+    assert _messages(queue, (RETRY_LIST,)) == [lost] and _messages(queue, (FIRST_LIST,)) == sorted([first, second])
+
+    taken = []
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        while (message := channel.basic_get("gpu", no_ack=True)) is not None:
+            taken.append(json.loads(message.body)[0][0])
+        channel.close()
+    assert taken[0] == lost and sorted(taken[1:]) == sorted([first, second])
     app.close()
 
 
