@@ -1,13 +1,13 @@
-"""Async reads for the API's hottest routes (`GET /v1/jobs/{id}`, the job list, the job behind
-every `/v1/jobs/{id}/...` route), without the ORM session and without a threadpool hop.
+"""Async reads for the API's hottest paths (`GET /v1/jobs/{id}`, the job list, the job behind
+every `/v1/jobs/{id}/...` route, API-key lookups), without an ORM session or a threadpool hop.
 
 Through a Session a single-row lookup cost ~0.37 ms of API CPU (pool pre-ping, BEGIN, SELECT,
 ROLLBACK, identity map) plus a hop to a worker thread; with 64 clients that held
 `GET /v1/jobs/{id}` to ~850 requests/s on 2 cores (bench/RESULTS.md, "service: API load"). On
-Postgres a `Reader` runs the statement on a pool of psycopg async connections, on the event loop: one round
-trip in autocommit (psycopg prepares a statement after a few uses), ~0.05-0.09 ms. On any other
-database (SQLite in the embedded default) the same statement runs through the SQLAlchemy engine
-in the threadpool.
+Postgres a `Reader` runs the statement on a pool of psycopg async connections, on the event
+loop: one round trip in autocommit (psycopg prepares a statement after a few uses), ~0.05-0.09 ms.
+On any other database (SQLite in the embedded default) the same statement runs through the
+SQLAlchemy engine in the threadpool.
 
 Statements are SQLAlchemy Core selects built once at import by their repo module (one source
 of truth for the SQL); a Postgres reader compiles each to the psycopg dialect once. Rows come
