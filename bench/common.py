@@ -14,6 +14,7 @@ and CPU figures of processes: procfs.py.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -382,3 +383,13 @@ def publish(name: str, results: dict[str, Any], text: str, args: Any) -> None:
     print(text)
     if args.record:
         write_section(args.section, text)
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, *, section: str, argv: list[str] | None) -> argparse.Namespace:
+    """Add the options `publish` reads (`--record`, `--section`, default `section`), parse `argv`
+    (None: the command line) and keep it as `args.argv` for the report."""
+    parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
+    parser.add_argument("--section", default=section, help="RESULTS.md section title")
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    return args

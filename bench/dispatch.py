@@ -137,11 +137,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10, help="measured jobs (after one warm-up job)")
-    parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
-    parser.add_argument("--section", default="service: dispatch", help="RESULTS.md section title")
-    args = parser.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv
-    return args
+    return common.parse_bench_args(parser, section="service: dispatch", argv=argv)
 
 
 def main() -> None:

@@ -197,11 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cases", nargs="+", choices=("images", "features"), default=["images", "features"])
     parser.add_argument("--baseline", type=Path, help="also run the inspector of this checkout (e.g. git archive)")
     parser.add_argument("--baseline-name", help="what the baseline is, for the report (e.g. `commit abc1234`)")
-    parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
-    parser.add_argument("--section", default="core: dataset inspection memory", help="RESULTS.md section title")
-    args = parser.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv
-    return args
+    return common.parse_bench_args(parser, section="core: dataset inspection memory", argv=argv)
 
 
 def main() -> None:

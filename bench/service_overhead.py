@@ -181,11 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
         help="torch CPU threads in both paths (default: half the CPUs, the worker's default)",
     )  # fmt: skip
-    parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
-    parser.add_argument("--section", default="service: overhead", help="RESULTS.md section title")
-    args = parser.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv
-    return args
+    return common.parse_bench_args(parser, section="service: overhead", argv=argv)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -241,11 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=1020, help="dataset size (x.npy must stay under 1 GiB)")
     parser.add_argument("--no-multipart", dest="multipart", action="store_false", help="upload the raw body only")
-    parser.add_argument("--record", action="store_true", help="write the section of bench/RESULTS.md")
-    parser.add_argument("--section", default="service: transfers", help="RESULTS.md section title")
-    args = parser.parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv
-    return args
+    return common.parse_bench_args(parser, section="service: transfers", argv=argv)
 
 
 def main() -> None:
