@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +162,15 @@ def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("digits") / "digits.npz"
     np.savez_compressed(path, x=x, y=digits.target.astype(np.int64), classes=np.array([str(i) for i in range(10)]))
     return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny nets run faster on one torch thread, and the CPU is shared with the rest of the suite.
+    Opt in per module (`pytestmark = pytest.mark.usefixtures("one_thread")`); the data tests never import torch."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

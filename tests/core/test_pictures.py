@@ -4,7 +4,6 @@ folder, atomically, and reports each as an `artifact` update; an aborted run kee
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,7 @@ PICTURES = ("samples.png", "curves.png")
 LAYOUT = Layout("image", channels=1, height=8, width=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/core/conftest.py
 
 
 def band_images(n_per_class: int, labeled_per_class: int, seed: int = 0) -> Dataset:
