@@ -162,3 +162,58 @@ class AdaController:
         self.sign_sum = state["sign_sum"].to(dev, torch.float32, copy=True)
         self.count = state["count"].to(dev, torch.float32, copy=True)
         self.last_rt = state["last_rt"].to(dev, torch.float32, copy=True)
+
+
+# ---------------------------------------------------------------- classifier augmentation (ssgan)
+
+
+def augment_policy(
+    x: torch.Tensor, *, translate: float, hflip: bool, color: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The weak, label-preserving augmentation of ssgan's labeled batches (and its control's), N×C×H×W in [0, 1].
+
+    A random integer shift of up to round(translate × side) pixels with zero fill (the pad-and-crop of
+    CIFAR/SVHN training), an optional horizontal flip, and for RGB an optional colour jitter. Random draws
+    come from `generator` (the run's sampler, so resume replays them exactly) or torch's global RNG.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=dev, generator=generator)
+
+    if translate > 0:
+        max_dy, max_dx = int(h * translate + 0.5), int(w * translate + 0.5)
+        if max_dy or max_dx:
+            dy = (rand(n, 1, 1) * (2 * max_dy + 1)).long() - max_dy  # uniform on -max..max
+            dx = (rand(n, 1, 1) * (2 * max_dx + 1)).long() - max_dx
+            x = _shift(x, dy, dx, max_dy, max_dx)
+    if hflip:
+        flip = (rand(n) < 0.5).view(n, 1, 1, 1)
+        x = torch.where(flip, x.flip(3), x)
+    if color > 0 and c == 3:
+        b = (rand(n, 1, 1, 1) * 2 - 1) * color * 0.5  # brightness shift, up to ±color/2
+        x = x + b
+        m = x.mean(dim=1, keepdim=True)  # saturation: distance from the grey value
+        x = (x - m) * (1 + (rand(n, 1, 1, 1) * 2 - 1) * color) + m
+        m = x.mean(dim=(1, 2, 3), keepdim=True)  # contrast: distance from the image mean
+        x = ((x - m) * (1 + (rand(n, 1, 1, 1) * 2 - 1) * color) + m).clamp(0.0, 1.0)
+    return x
+
+
+def _shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, max_dy: int, max_dx: int) -> torch.Tensor:
+    """Shift image i by (dy[i], dx[i]) pixels, zero fill; dy, dx are (N, 1, 1) integer tensors."""
+    n, _, h, w = x.shape
+    dev = x.device
+    rows = torch.arange(h, device=dev).view(1, h, 1) - dy + max_dy  # (N, H, 1) rows of the padded image
+    cols = torch.arange(w, device=dev).view(1, 1, w) - dx + max_dx  # (N, 1, W)
+    padded = torch.nn.functional.pad(x, [max_dx, max_dx, max_dy, max_dy])
+    batch = torch.arange(n, device=dev).view(n, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # N×C×H×W (NHWC strides)
+    wanted = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return out.contiguous(memory_format=wanted)
+
+
+def strong_ops(channels: int) -> tuple[str, ...]:
+    """DiffAugment ops of ssgan's D inputs and strong views: translation and cutout, plus colour on RGB."""
+    return ("color", "translation", "cutout") if channels == 3 else ("translation", "cutout")

@@ -27,6 +27,20 @@ class _Strict(BaseModel):
 ArchitectureArgument = bool | int | float | str | list[int] | list[float]
 
 
+class AugmentPolicy(_Strict):
+    """Augmentation of the labeled batches of both runs (ssgan and its control), image data only.
+
+    The defaults were chosen by measurement (bench/RESULTS.md, "ssgan on images"): a random shift of up to
+    1/8 of the side (zero fill) is what a supervised fine-tune of small images needs; flips are off because
+    digits and text-like images must not flip.
+    """
+
+    translate: Annotated[float, Field(ge=0.0, le=0.5)] = 0.125  # max random shift, fraction of the side; 0 = off
+    hflip: bool = False  # random horizontal flip with probability 1/2
+    color: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # colour jitter strength (brightness, contrast,
+    # saturation by up to ±color), RGB only; 0 = off
+
+
 class SsganHyperparameters(_Strict):
     """Semi-supervised GAN fine-tuning (Salimans et al. 2016, GAN-BERT)."""
 
@@ -48,6 +62,22 @@ class SsganHyperparameters(_Strict):
     # net is built; input shape, class count and normalisation are filled in from the data.
     architecture_arguments: dict[str, ArchitectureArgument] = Field(default_factory=dict)
     freeze_blocks: Annotated[int, Field(ge=0, le=64)] = 0  # lowest backbone blocks kept frozen (both nets)
+    # ---- images (ignored for feature vectors): augmentation, consistency, pretrained backbones
+    augment: AugmentPolicy = Field(default_factory=AugmentPolicy)  # labeled batches of ssgan and the control
+    # DiffAugment (Zhao et al. 2020) on every D input of the GAN terms, real and fake: random translation
+    # and cutout (+ colour on RGB); also the strong view of the pseudo-label term.
+    diffaugment: bool = True
+    # FixMatch-style pseudo-labels (Sohn et al. 2020) on unlabeled reals: the class predicted on the weakly
+    # augmented view, where its probability >= the threshold, is the target on the strong (DiffAugment) view.
+    pseudo_label_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0  # weight in D's loss; 0 = off
+    pseudo_label_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95  # confidence needed for a target
+    # Conditional entropy of D's class prediction on unlabeled reals (Bad GAN, Dai et al. 2017, sec. 4); 0 = off.
+    entropy_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    backbone_lr_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # pretrained backbone lr = lr_d × this
+    head_warmup_steps: Annotated[int, Field(ge=0, le=1_000_000)] = 100  # replaced head trains alone first
+    # Batch norm of a pretrained classifier: "frozen" keeps its running statistics (eval-mode BN for every
+    # batch, real and fake, in both runs); "train" uses batch statistics as in plain training.
+    batch_norm: Literal["frozen", "train"] = "frozen"
     ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999  # EMA of classifier weights for evaluation; 0 = off
     run_control: bool = True  # also train the supervised-only control with the same budget
     validation_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2  # split off when no validation set is given

@@ -7,7 +7,18 @@ D learns from cross-entropy on labeled data plus the real/fake terms on unlabele
 generated data; G learns by feature matching on D's penultimate features. With
 `generator_space="feature"` G makes backbone features that only the head sees (GAN-BERT,
 Croce et al. 2020). The control sees the same initial weights, labeled batches, seed and
-steps with cross-entropy only, so metrics.json says whether the GAN helped.
+steps, with the same augmentation of those batches, and cross-entropy only, so metrics.json's
+`verdict` says whether the GAN helped (ganft_core/verdict.py).
+
+Images add what the semi-supervised GAN literature found necessary on top of the K+1 terms:
+the labeled batches of both runs are augmented (random shifts), every D input of the GAN terms,
+real and fake, goes through the same differentiable augmentation (DiffAugment, Zhao et al. 2020),
+and unlabeled reals also carry a FixMatch pseudo-label term (Sohn et al. 2020): the class D
+predicts on a weakly augmented view, when confident, is the target on the strongly augmented
+view that the real/fake term sees. The generator and the real/fake term stay: the ablation in
+bench/RESULTS.md ("ssgan on images") records what each ingredient adds. Pretrained backbones get
+a lower learning rate than the head (`backbone_lr_scale`), a warm-up of a replaced head, and
+frozen batch-norm statistics (`batch_norm="frozen"`), since real and fake batches pass separately.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ganft_core import run
+from ganft_core.augment import augment_policy, diff_augment, strong_ops
 from ganft_core.classify_metrics import classification_metrics
 from ganft_core.config import SsganHyperparameters
 from ganft_core.data import align_validation, dataset_stats, split_validation
@@ -34,11 +46,14 @@ from ganft_core.ssgan_nets import (
     build_classifier,
     build_generator,
     freeze_lowest_blocks,
+    optimizer_groups,
     resolved_lr,
     save_classifier,
     save_generator,
     set_train_mode,
 )
+from ganft_core.ssgan_report import curve_panels, deltas, headline, history_row
+from ganft_core.verdict import verdict
 from ganft_core.train import AbortFn, ProgressFn, ProgressUpdate, RunResult
 
 log = logging.getLogger(__name__)
@@ -56,6 +71,22 @@ def unsupervised_d_loss(logits_unl: torch.Tensor, logits_fake: torch.Tensor) -> 
     lse_unl = torch.logsumexp(logits_unl, dim=1)  # N
     lse_fake = torch.logsumexp(logits_fake, dim=1)  # N
     return -lse_unl.mean() + F.softplus(lse_unl).mean() + F.softplus(lse_fake).mean()
+
+
+def pseudo_label_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float) -> torch.Tensor:
+    """FixMatch's unlabeled term: cross-entropy on the strong view towards the weak view's confident argmax.
+
+    Averaged over the whole batch (unconfident examples count as 0), as in Sohn et al. 2020, eq. 4.
+    """
+    probs = logits_weak.detach().float().softmax(dim=1)
+    confidence, target = probs.max(dim=1)
+    mask = (confidence >= threshold).float()
+    return (F.cross_entropy(logits_strong, target, reduction="none") * mask).mean()
+
+
+def conditional_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the K-class prediction, H(p(y|x)) (Bad GAN's term on unlabeled data)."""
+    return -(logits.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1).mean()
 
 
 def feature_matching_loss(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
@@ -115,22 +146,46 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     clf = build_classifier(hp, train, base_model)
     net = clf.net.to(device, memory_format=fmt)  # type: ignore[call-overload]  # (torch's stub lacks it)
     frozen = freeze_lowest_blocks(net, hp.freeze_blocks)
+    # A pretrained net keeps its batch-norm statistics: real, fake and labeled batches pass separately,
+    # and batch statistics of a 100-image fake batch would be D's easiest tell (and shift the reals' too).
+    bn_frozen = not clf.from_scratch and hp.batch_norm == "frozen"
     feature_space = hp.generator_space == "feature"
     gen = build_generator(hp, train, net.head.in_features).to(device)
     z_dim: int = cast(Any, gen).z_dim
     control = copy.deepcopy(net) if hp.run_control else None
     frozen_control = list(control.blocks())[: hp.freeze_blocks] if control is not None else []
     lr_d, lr_g = resolved_lr(hp, clf)
+    # Discriminative learning rates: a pretrained backbone moves slower than its head; a replaced head
+    # first trains alone for `head_warmup_steps` (backbone lr 0), so random head gradients do not wreck it.
+    backbone_scale = 1.0 if clf.from_scratch else hp.backbone_lr_scale
+    warmup = hp.head_warmup_steps if clf.head_replaced else 0
     betas = (hp.beta1, hp.beta2)
     # fused: one kernel for all parameters instead of ~5 per tensor (CPU and CUDA, torch >= 2.4)
-    opt_d = torch.optim.Adam(run.iter_trainable(net), lr=lr_d, betas=betas, fused=True)
+    opt_d = torch.optim.Adam(optimizer_groups(net, backbone_scale), lr=lr_d, betas=betas, fused=True)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas, fused=True)
-    opt_c = (torch.optim.Adam(run.iter_trainable(control), lr=lr_d, betas=betas, fused=True)
+    opt_c = (torch.optim.Adam(optimizer_groups(control, backbone_scale), lr=lr_d, betas=betas, fused=True)
              if control is not None else None)
     ema = run.Ema(net, hp.ema_decay) if hp.ema_decay > 0 else None
     ema_c = run.Ema(control, hp.ema_decay) if hp.ema_decay > 0 and control is not None else None
-    sampler = torch.Generator(device=device).manual_seed(seed)  # labeled/unlabeled indices and z
+    sampler = torch.Generator(device=device).manual_seed(seed)  # labeled/unlabeled indices, z, augmentation
     notes = list(clf.notes)
+    if image and not clf.from_scratch:
+        notes.append(f"pretrained backbone: lr × {backbone_scale:g}, batch norm {hp.batch_norm}"
+                     + (f", head warm-up {warmup} steps" if warmup else ""))
+
+    # Augmentation (images only): the weak, label-preserving policy on labeled batches (both runs) and on
+    # the pseudo-label view; DiffAugment on every D input of the GAN terms and the pseudo-label target view.
+    a = hp.augment
+    weak_on = image and (a.translate > 0 or a.hflip or a.color > 0)
+    ops = strong_ops(train.layout.channels) if image and hp.diffaugment else ()
+
+    def weak(x: torch.Tensor) -> torch.Tensor:
+        return augment_policy(x, translate=a.translate, hflip=a.hflip, color=a.color, generator=sampler) \
+            if weak_on else x
+
+    def strong(x: torch.Tensor) -> torch.Tensor:  # differentiable: G's gradient flows through it
+        return diff_augment(x, ops) if ops else x
+
     # The same latents at every evaluation (and a generator of their own, so the training RNG
     # streams, and with them resume equality, are untouched): grids differ only by G's weights.
     grid_z: torch.Tensor | None = None  # (no grid of feature vectors)
@@ -162,7 +217,10 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         resolved = {"method": "ssgan", "seed": seed, "hyperparameters": hp.model_dump(),
                     "resolved": {"lr_d": lr_d, "lr_g": lr_g, "device": str(device),
                                  "classifier": getattr(net, "architecture", "program"),
-                                 "generator": getattr(gen, "architecture", None)},
+                                 "generator": getattr(gen, "architecture", None),
+                                 "backbone_lr_scale": backbone_scale, "head_warmup_steps": warmup,
+                                 "batch_norm_frozen": bn_frozen, "weak_augment": weak_on,
+                                 "diffaugment_ops": list(ops)},
                     "base_model": str(base_model) if base_model else None, "notes": notes,
                     "data": dataset_stats(train), "validation": dataset_stats(val)}
         run.write_spec(out_dir, resolved)
@@ -186,15 +244,17 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         path = run.save_checkpoint(out_dir, step, state, keep_last=hp.keep_checkpoints)
         progress(ProgressUpdate("checkpoint", step, total, {}, path=str(path.relative_to(out_dir))))
 
+    predictions: dict[str, torch.Tensor] = {}  # the last evaluation's predicted classes, for the verdict
+
     def evaluate() -> dict[str, Any]:
         """Full classification figures on the validation set for ssgan and (if run) the control."""
-        out: dict[str, Any] = {"ssgan": classification_metrics(
-            y_val, predict(ema.module if ema else net, x_val, device).cpu(), train.classes)}
+        predictions["ssgan"] = predict(ema.module if ema else net, x_val, device).cpu()
+        out: dict[str, Any] = {"ssgan": classification_metrics(y_val, predictions["ssgan"], train.classes)}
         if control is not None:
-            c_net = ema_c.module if ema_c else control
-            out["control"] = classification_metrics(y_val, predict(c_net, x_val, device).cpu(), train.classes)
-            set_train_mode(control, frozen_control)
-        set_train_mode(net, frozen)
+            predictions["control"] = predict(ema_c.module if ema_c else control, x_val, device).cpu()
+            out["control"] = classification_metrics(y_val, predictions["control"], train.classes)
+            set_train_mode(control, frozen_control, bn_frozen=bn_frozen)
+        set_train_mode(net, frozen, bn_frozen=bn_frozen)
         return out
 
     def pictures() -> list[str]:
@@ -207,21 +267,26 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
                 save_grid(gen(grid_z).float(), out_dir / "samples.png", nrow=8)
             gen.train()
             names.append("samples.png")
-        save_curves(_curve_panels(history), out_dir / "curves.png")
+        save_curves(curve_panels(history), out_dir / "curves.png")
         names.append("curves.png")
         for name in names:
             progress(ProgressUpdate("artifact", step, total, {}, path=name))
         return names
 
-    set_train_mode(net, frozen)
+    set_train_mode(net, frozen, bn_frozen=bn_frozen)
     gen.train()
     if control is not None:
-        set_train_mode(control, frozen_control)
+        set_train_mode(control, frozen_control, bn_frozen=bn_frozen)
     losses: dict[str, torch.Tensor] = {}
     figures: dict[str, Any] | None = None
     picture_names: list[str] = []
     g_params = list(gen.parameters())
     n_lab, n_unl, b_lab, b_unl = len(x_lab), len(x_unl), hp.batch_size, hp.unlabeled_batch_size
+    # pseudo-labels need a weak and a strong view: images only (on feature vectors both views are the input)
+    pl_on, ent_on = image and hp.pseudo_label_weight > 0, hp.entropy_weight > 0
+
+    def d_logits(x: torch.Tensor) -> torch.Tensor:  # K logits of real inputs (through the backbone)
+        return net(x) if not feature_space else net.head(net.features(x))
 
     while step < total:
         if should_abort():
@@ -231,29 +296,39 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         for opt, base in ((opt_d, lr_d), (opt_g, lr_g), (opt_c, lr_d)):
             if opt is not None:
                 for group in opt.param_groups:
-                    group["lr"] = base * lr_scale
+                    warm = 0.0 if step < warmup and group.get("backbone") else 1.0
+                    group["lr"] = base * group.get("scale", 1.0) * lr_scale * warm
         i_lab = torch.randint(n_lab, (b_lab,), device=device, generator=sampler)  # with replacement
         i_unl = torch.randint(n_unl, (b_unl,), device=device, generator=sampler)
         i_unl_g = torch.randint(n_unl, (b_unl,), device=device, generator=sampler)
         z = torch.randn(b_unl, z_dim, device=device, generator=sampler)
         z_g = torch.randn(b_unl, z_dim, device=device, generator=sampler)
-        xl, yl = x_lab[i_lab], y_lab[i_lab]
+        xl, yl = weak(x_lab[i_lab]), y_lab[i_lab]  # the same augmented labeled batch for both runs
+        xu = x_unl[i_unl]
 
-        # ---- step D: cross-entropy on labeled + real/fake terms on unlabeled and detached fakes
-        # (parametrize.cached: weight/spectral norm computed once per step, not once per forward)
+        # ---- step D: cross-entropy on labeled + real/fake terms on (augmented) unlabeled and detached
+        # fakes + pseudo-labels. parametrize.cached: weight norm computed once per step, not per forward.
         with run.autocast(device), parametrize.cached():
             with torch.no_grad():
                 fake = gen(z)
+                logits_weak = d_logits(weak(xu)) if pl_on else None
             if feature_space:  # GAN-BERT: the head classifies backbone features and generated ones
-                real = net.head(net.features(torch.cat([xl, x_unl[i_unl]])))
+                real = net.head(net.features(torch.cat([xl, strong(xu)])))
                 logits_fake = net.head(fake)
             else:
-                real = net(torch.cat([xl, x_unl[i_unl]]))
-                logits_fake = net(fake)
+                real = net(torch.cat([xl, strong(xu)]))
+                logits_fake = net(strong(fake))
         logits_lab, logits_unl = real.float().split([b_lab, b_unl])
         loss_sup = F.cross_entropy(logits_lab, yl)
         loss_unsup = unsupervised_d_loss(logits_unl, logits_fake.float())
         loss_d = loss_sup + hp.unsupervised_weight * loss_unsup
+        losses = {}
+        if logits_weak is not None:
+            loss_pl = pseudo_label_loss(logits_weak, logits_unl, hp.pseudo_label_threshold)
+            loss_d = loss_d + hp.pseudo_label_weight * loss_pl
+            losses["loss_d_pseudo_label"] = loss_pl.detach()
+        if ent_on:
+            loss_d = loss_d + hp.entropy_weight * conditional_entropy(logits_unl)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -261,9 +336,9 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         # ---- step G: feature matching on D's penultimate features (D's weights get no gradient)
         with run.autocast(device), parametrize.cached():
             with torch.no_grad():
-                f_real = net.features(x_unl[i_unl_g])
+                f_real = net.features(strong(x_unl[i_unl_g]))
             fake = gen(z_g)
-            f_fake = fake if feature_space else net.features(fake)
+            f_fake = fake if feature_space else net.features(strong(fake))
         loss_g = feature_matching_loss(f_real.float(), f_fake.float())
         grads = torch.autograd.grad(loss_g, g_params)
         for p, g in zip(g_params, grads, strict=True):
@@ -271,8 +346,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         opt_g.step()
 
         # ---- step the control: the same labeled batch, cross-entropy only
-        losses = {"loss_d": loss_d.detach(), "loss_d_supervised": loss_sup.detach(),
-                  "loss_d_unsupervised": loss_unsup.detach(), "loss_g": loss_g.detach()}
+        losses |= {"loss_d": loss_d.detach(), "loss_d_supervised": loss_sup.detach(),
+                   "loss_d_unsupervised": loss_unsup.detach(), "loss_g": loss_g.detach()}
         if control is not None and opt_c is not None:
             with run.autocast(device):
                 loss_c = F.cross_entropy(control(xl).float(), yl)
@@ -294,8 +369,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
             progress(ProgressUpdate("step", step, total, scalars))
         if step % hp.eval_every == 0 or step == total:
             figures = evaluate()
-            scalars = _headline(figures)
-            history["eval"].append([step, scalars["accuracy"], scalars.get("control_accuracy", math.nan)])
+            scalars = headline(figures)
+            history["eval"].append(history_row(step, scalars))
             run.append_metrics(out_dir, {"step": step, "event": "evaluation", **scalars})
             progress(ProgressUpdate("evaluation", step, total, scalars))
             picture_names = pictures()
@@ -311,45 +386,24 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     artifacts = save_classifier(best, clf, train, out_dir, "model", notes, export=True)
     if control is not None:
         c_best = ema_c.module if ema_c is not None else control
+        # exported too: the verdict may say to use it
         artifacts += save_classifier(c_best, clf, train, out_dir, "control", [*notes, "supervised-only control"],
-                                     export=False)
+                                     export=True)
     g_layout = {"kind": "features", "features": net.head.in_features} if feature_space else train.layout.to_dict()
     artifacts += save_generator(gen.eval(), out_dir, g_layout, [f"ssgan generator ({hp.generator_space} space)"])
     artifacts += picture_names
+    result = (verdict(y_val, predictions["ssgan"].numpy(), predictions["control"].numpy())
+              if control is not None else None)
     metrics = {"method": "ssgan", "steps": total, "seed": seed, "class_names": list(train.classes),
                "labeled_examples": len(x_lab), "unlabeled_examples": len(x_unl),
                "validation_examples": len(x_val), "evaluated_with_ema": ema is not None,
-               "ssgan": figures["ssgan"], "control": figures.get("control"), **_deltas(figures), "notes": notes}
+               "ssgan": figures["ssgan"], "control": figures.get("control"), **deltas(figures),
+               "verdict": result, "notes": notes}
     run.write_json(out_dir / "metrics.json", metrics)
     artifacts.append("metrics.json")
+    if result is not None:
+        log.info("ssgan verdict: %s", result["message"])
+        progress(ProgressUpdate("log", step, total, {}, message=result["message"]))
     for name in artifacts:
-        progress(ProgressUpdate("artifact", step, total, _headline(figures), path=name))
+        progress(ProgressUpdate("artifact", step, total, headline(figures), path=name))
     return RunResult(metrics=metrics, artifacts=artifacts)
-
-
-def _curve_panels(history: dict[str, list[list[float]]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """curves.png's panels from the run's history (kept in checkpoints, so complete across resumes)."""
-    log_rows, eval_rows = history["log"], history["eval"]
-    return {"losses": {"D": [(r[0], r[1]) for r in log_rows], "G": [(r[0], r[2]) for r in log_rows],
-                       "control": [(r[0], r[3]) for r in log_rows]},
-            "validation accuracy": {"ssgan": [(r[0], r[1]) for r in eval_rows],
-                                    "control": [(r[0], r[2]) for r in eval_rows]}}
-
-
-def _deltas(figures: dict[str, Any]) -> dict[str, float | None]:
-    """ssgan minus control, for accuracy and macro F1 (None without a control)."""
-    if figures.get("control") is None:
-        return {"delta_accuracy": None, "delta_macro_f1": None}
-    s, c = figures["ssgan"], figures["control"]
-    return {"delta_accuracy": s["accuracy"] - c["accuracy"], "delta_macro_f1": s["macro_f1"] - c["macro_f1"]}
-
-
-def _headline(figures: dict[str, Any]) -> dict[str, float]:
-    """The scalars of an evaluation that progress reports carry."""
-    s = figures["ssgan"]
-    out = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
-    if figures.get("control") is not None:
-        c = figures["control"]
-        out |= {"control_accuracy": c["accuracy"], "control_macro_f1": c["macro_f1"],
-                "delta_accuracy": s["accuracy"] - c["accuracy"]}
-    return out

@@ -27,6 +27,7 @@ from ganft_core.models.export import export_program
 from ganft_core.models.io import fit_head, load_model, meta_for, save_model
 from ganft_core.models.layers import data_normalization
 from ganft_core.models.program import ProgramClassifier, load_user_program
+from ganft_core.run import iter_trainable as run_iter_trainable
 from ganft_core.run import write_json
 
 # Learning rates when the spec leaves them out (Salimans et al. 2016 code: 3e-3 for the dense
@@ -48,6 +49,7 @@ class Classifier:
     net: nn.Module  # forward -> N×K logits, features -> N×D, head, blocks()
     is_program: bool  # a user's exported program (saved as model.pt2 + a program model.json)
     from_scratch: bool  # True when no base model was given
+    head_replaced: bool = False  # the base model's head was replaced by a fresh one (other classes)
     notes: list[str] = field(default_factory=list)  # what loading changed (head replaced, ...)
 
 
@@ -92,7 +94,8 @@ def build_classifier(hp: SsganHyperparameters, train: Dataset, base_model: Path 
         program = load_user_program(folder / "model.pt2", names, layout=train.layout)
         notes = list(program.notes)
         note = fit_head(program, names, train.classes)
-        return Classifier(program, is_program=True, from_scratch=False, notes=notes + ([note] if note else []))
+        return Classifier(program, is_program=True, from_scratch=False, notes=notes + ([note] if note else []),
+                          head_replaced=_replaced(note))
     net, meta = load_model(folder)
     if meta.role != "classifier":
         raise ModelError(f"the base model is a {meta.role}, ssgan needs a classifier", field="base_model_id")
@@ -103,7 +106,12 @@ def build_classifier(hp: SsganHyperparameters, train: Dataset, base_model: Path 
         )
     base_names = meta.class_names or [str(i) for i in range(cast(Any, net).head.out_features)]
     note = fit_head(net, base_names, train.classes)
-    return Classifier(net, is_program=False, from_scratch=False, notes=[note] if note else [])
+    return Classifier(net, is_program=False, from_scratch=False, notes=[note] if note else [],
+                      head_replaced=_replaced(note))
+
+
+def _replaced(note: str | None) -> bool:
+    return note is not None and note.startswith("head replaced")
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -170,13 +178,31 @@ def freeze_lowest_blocks(net: nn.Module, count: int) -> list[nn.Module]:
     return blocks[:count]
 
 
-def set_train_mode(net: nn.Module, frozen: list[nn.Module]) -> None:
-    """Training mode, except batch norms inside frozen blocks keep their running statistics."""
+def set_train_mode(net: nn.Module, frozen: list[nn.Module], *, bn_frozen: bool = False) -> None:
+    """Training mode, except batch norms inside frozen blocks (all of them when `bn_frozen`) keep their
+    running statistics: they normalise with them and do not update them."""
+    if isinstance(net, ProgramClassifier):
+        net.freeze_batch_norm = bn_frozen  # (a program's batch norms are flags in its graph)
     net.train()
-    for block in frozen:
+    for block in [net] if bn_frozen else frozen:
         for m in block.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+
+
+def optimizer_groups(net: nn.Module, backbone_scale: float) -> list[dict[str, Any]]:
+    """Adam parameter groups: the backbone's trainable parameters (lr × `backbone_scale`) and the head's.
+
+    The training loop sets each group's lr from its `scale` and, during a head warm-up, zeroes the
+    groups marked `backbone`.
+    """
+    head = {id(p) for p in cast(Any, net).head.parameters()}
+    trainable = list(run_iter_trainable(net))
+    body = [p for p in trainable if id(p) not in head]
+    groups = [{"params": [p for p in trainable if id(p) in head], "scale": 1.0, "backbone": False}]
+    if body:
+        groups.append({"params": body, "scale": backbone_scale, "backbone": True})
+    return groups
 
 
 def save_classifier(

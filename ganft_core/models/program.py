@@ -67,6 +67,7 @@ class ProgramClassifier(nn.Module):
         self.head_name = head_name  # the head's module path in the user's program (see `as_program`)
         self.input_shape = input_shape  # per-dimension size, None where dynamic (the batch)
         self.notes = notes  # what loading changed or could not change, for the trainer to log
+        self.freeze_batch_norm = False  # True: batch norms use their running statistics in training mode too
         self.train()
 
     def _check(self, x: torch.Tensor) -> None:
@@ -104,7 +105,7 @@ class ProgramClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> ProgramClassifier:
         super().train(mode)
-        if _set_graph_mode(self.body.graph, mode):
+        if _set_graph_mode(self.body.graph, mode, batch_norm_training=mode and not self.freeze_batch_norm):
             self.body.recompile()
         return self
 
@@ -331,17 +332,21 @@ def _erase_unused(gm: fx.GraphModule, roots: list[fx.Node]) -> None:
     gm.recompile()
 
 
-def _set_graph_mode(graph: fx.Graph, training: bool) -> bool:
-    """Set the train flag of every mode-dependent node to `training`; True if any changed."""
+def _set_graph_mode(graph: fx.Graph, training: bool, *, batch_norm_training: bool | None = None) -> bool:
+    """Set the train flag of every mode-dependent node to `training` (that of batch/instance norms with
+    running statistics to `batch_norm_training`, default `training`); True if any changed."""
     changed = False
     for node in graph.nodes:
         index = _MODE_ARG.get(node.target) if node.op == "call_function" else None
         if index is None or len(node.args) <= index:
             continue
-        if node.target in _RUNNING_STATS and node.args[3] is None:
-            continue  # no running statistics: batch statistics in both modes
-        if node.args[index] is not training:
-            node.update_arg(index, training)
+        want = training
+        if node.target in _RUNNING_STATS:
+            if node.args[3] is None:
+                continue  # no running statistics: batch statistics in both modes
+            want = training if batch_norm_training is None else batch_norm_training
+        if node.args[index] is not want:
+            node.update_arg(index, want)
             changed = True
     return changed
 
