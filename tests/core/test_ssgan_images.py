@@ -1,0 +1,269 @@
+"""ssgan on images: the augmentation policy, pretrained-backbone handling (frozen batch norm, discriminative
+learning rates, head warm-up), the verdict, and bit-identical resume with augmentation and pseudo-labels on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ganft_core import ssgan
+from ganft_core.augment import augment_policy
+from ganft_core.config import SsganHyperparameters, TrainSpec
+from ganft_core.errors import Aborted
+from ganft_core.models import registry
+from ganft_core.models.io import meta_for, save_model
+from ganft_core.ssgan_nets import optimizer_groups, set_train_mode
+from ganft_core.train import train
+from ganft_core.verdict import verdict
+from tests.core.test_ssgan import TINY, band_images
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def reset_determinism() -> Iterator[None]:
+    yield
+    torch.use_deterministic_algorithms(False)  # deterministic runs switch it on process-wide
+
+
+def image_spec(**hp: Any) -> TrainSpec:
+    net = {"architecture_arguments": {"widths": [8, 8]}}
+    return TrainSpec.model_validate({"method": "ssgan", "seed": 5, "hyperparameters": {**TINY, **net, **hp}})
+
+
+# ---------------------------------------------------------------- augmentation policy
+
+
+def ramp(n: int = 4, c: int = 1, side: int = 8) -> torch.Tensor:
+    """Distinct pixel values, so any moved pixel is visible: N×C×side×side in (0, 1]."""
+    return (torch.arange(n * c * side * side, dtype=torch.float32).reshape(n, c, side, side) + 1) / (n * c * side**2)
+
+
+def test_translate_keeps_shape_and_is_a_zero_filled_shift_within_bounds() -> None:
+    x = ramp()
+    out = augment_policy(x, translate=0.25, hflip=False, color=0.0, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    for i in range(len(x)):  # each image equals the input shifted by some (dy, dx) with |d| <= 2, zero fill
+        matches = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                shifted = torch.zeros_like(x[i])
+                src = x[i][:, max(0, -dy) : 8 - max(0, dy), max(0, -dx) : 8 - max(0, dx)]
+                shifted[:, max(0, dy) : 8 - max(0, -dy), max(0, dx) : 8 - max(0, -dx)] = src
+                matches.append(torch.equal(shifted, out[i]))
+        assert sum(matches) == 1, f"image {i} is not one shift of its input"
+
+
+def test_augmentation_is_deterministic_under_a_seeded_generator_and_varies_without() -> None:
+    x = ramp(16)
+    kwargs: dict[str, Any] = {"translate": 0.25, "hflip": True, "color": 0.0}
+    a = augment_policy(x, **kwargs, generator=torch.Generator().manual_seed(7))
+    b = augment_policy(x, **kwargs, generator=torch.Generator().manual_seed(7))
+    c = augment_policy(x, **kwargs, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_no_flip_when_off_and_flips_happen_when_on() -> None:
+    x = ramp(64)
+    off = augment_policy(x, translate=0.0, hflip=False, color=0.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(off, x)  # translate 0, no flip, no colour: the identity
+    on = augment_policy(x, translate=0.0, hflip=True, color=0.0, generator=torch.Generator().manual_seed(1))
+    flipped = [torch.equal(on[i], x[i].flip(2)) for i in range(len(x))]
+    kept = [torch.equal(on[i], x[i]) for i in range(len(x))]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 10 < sum(flipped) < 54  # about half of 64
+
+
+def test_colour_jitter_only_touches_rgb_and_stays_in_range() -> None:
+    grey = ramp(8, c=1)
+    assert torch.equal(augment_policy(grey, translate=0.0, hflip=False, color=0.5), grey)
+    rgb = ramp(8, c=3)
+    out = augment_policy(rgb, translate=0.0, hflip=False, color=0.5, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(out, rgb)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_augment_policy_is_bounded_in_the_spec() -> None:
+    with pytest.raises(ValueError, match="translate"):
+        SsganHyperparameters.model_validate({"augment": {"translate": 0.9}})
+    with pytest.raises(ValueError, match="flip"):
+        SsganHyperparameters.model_validate({"augment": {"flip": True}})  # unknown key: a typo is an error
+    hp = SsganHyperparameters()
+    assert (hp.augment.translate, hp.augment.hflip, hp.augment.color) == (0.125, False, 0.0)
+
+
+# ---------------------------------------------------------------- pretrained backbones
+
+
+def base_convnet(folder: Path, classes: list[str], seed: int = 0) -> Path:
+    """A registry convnet with batch norms whose running statistics are not the defaults, saved as a base model."""
+    torch.manual_seed(seed)
+    args = {"in_channels": 1, "num_classes": len(classes), "widths": [8, 8], "norm": "batch"}
+    net = registry.build("convnet", args)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(16, 1, 8, 8) * 0.5 + 0.25)  # moves the running mean/var away from 0/1
+    layout = {"kind": "image", "channels": 1, "height": 8, "width": 8}
+    save_model(net.eval(), meta_for(net, class_names=classes, input_layout=layout), folder)
+    return folder
+
+
+def running_stats(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items() if "running_" in k}
+
+
+def test_set_train_mode_with_frozen_batch_norm_uses_and_keeps_running_statistics(tmp_path: Path) -> None:
+    from ganft_core.models.io import load_model
+
+    net, _ = load_model(base_convnet(tmp_path / "base", ["a", "b", "c"]))
+    before = running_stats(net)
+    set_train_mode(net, [], bn_frozen=True)
+    assert net.training and not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    x = torch.rand(8, 1, 8, 8)
+    out = net(x)
+    assert all(torch.equal(before[k], v) for k, v in running_stats(net).items())
+    net.eval()
+    assert torch.allclose(out, net(x))  # the same as eval-mode BN: running statistics, not the batch's
+    set_train_mode(net, [], bn_frozen=False)
+    net(x)
+    assert not all(torch.equal(before[k], v) for k, v in running_stats(net).items())  # plain training moves them
+
+
+def test_pretrained_run_keeps_batch_norm_statistics_and_reports_its_choices(tmp_path: Path) -> None:
+    base = base_convnet(tmp_path / "base", ["a", "b", "c"])
+    data = band_images(12, 4)
+    result = train(image_spec(), data, tmp_path / "run", base_model=base)
+    before = load_file(str(base / "model.safetensors"))
+    after = load_file(str(tmp_path / "run" / "model.safetensors"))
+    control = load_file(str(tmp_path / "run" / "control.safetensors"))
+    stats = [k for k in before if "running_" in k]
+    assert stats
+    for key in stats:  # frozen statistics in both runs: real and fake batches did not move them
+        assert torch.equal(before[key], after[key]), key
+        assert torch.equal(before[key], control[key]), key
+    assert any(not torch.equal(before[k], after[k]) for k in before if "weight" in k)  # but the weights trained
+    spec_json = json.loads((tmp_path / "run" / "spec.json").read_text())
+    resolved = spec_json["resolved"]
+    assert resolved["batch_norm_frozen"] is True and resolved["backbone_lr_scale"] == 0.1
+    assert resolved["head_warmup_steps"] == 0  # same classes: the head is kept, no warm-up
+    assert result.metrics["verdict"]["outcome"] in {"helped", "no_difference", "hurt"}
+
+
+def test_batch_norm_train_lets_statistics_move(tmp_path: Path) -> None:
+    base = base_convnet(tmp_path / "base", ["a", "b", "c"])
+    train(image_spec(batch_norm="train"), band_images(12, 4), tmp_path / "run", base_model=base)
+    before = load_file(str(base / "model.safetensors"))
+    after = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if "running_mean" in k)
+
+
+def test_optimizer_groups_split_head_from_backbone() -> None:
+    net = registry.build("convnet", {"in_channels": 1, "num_classes": 3, "widths": [8, 8]})
+    groups = optimizer_groups(net, 0.1)
+    head, body = groups
+    assert {id(p) for p in head["params"]} == {id(p) for p in net.head.parameters()}
+    assert head["scale"] == 1.0 and not head["backbone"]
+    assert body["scale"] == 0.1 and body["backbone"]
+    every = {id(p) for p in net.parameters()}
+    assert {id(p) for g in groups for p in g["params"]} == every
+
+
+def test_replaced_head_warms_up_alone_then_the_backbone_trains_at_its_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records the lr of each Adam group at every step: backbone 0 during the warm-up, lr × scale after."""
+    seen: list[tuple[float, float]] = []
+    real_step = torch.optim.Adam.step
+
+    def recording_step(self: torch.optim.Adam, *args: Any, **kwargs: Any) -> Any:
+        if len(self.param_groups) == 2 and self.param_groups[1].get("backbone"):
+            seen.append((self.param_groups[0]["lr"], self.param_groups[1]["lr"]))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    base = base_convnet(tmp_path / "base", ["x", "y"])  # other classes: the head is replaced
+    spec = image_spec(head_warmup_steps=5, backbone_lr_scale=0.25, lr_d=1e-3, lr_decay_start=1.0,
+                      run_control=False)
+    train(spec, band_images(12, 4), tmp_path / "run", base_model=base)
+    assert len(seen) == TINY["steps"]
+    assert all(head == 1e-3 and body == 0.0 for head, body in seen[:5])
+    assert all(head == 1e-3 and body == pytest.approx(2.5e-4) for head, body in seen[5:])
+    notes = json.loads((tmp_path / "run" / "metrics.json").read_text())["notes"]
+    assert any("head warm-up 5 steps" in n for n in notes)
+
+
+# ---------------------------------------------------------------- the verdict
+
+
+def test_verdict_counts_only_discordant_examples() -> None:
+    y = np.zeros(400, dtype=int)
+    same = np.zeros(400, dtype=int)
+    v = verdict(y, same, same)  # identical predictions: no difference, the smallest margin
+    assert v["outcome"] == "no_difference" and v["delta"] == 0 and v["margin"] == pytest.approx(1 / 400)
+    gan = same.copy()
+    gan[:40] = 1  # GAN wrong on 40 the control gets right: delta -10 points, margin 2·sqrt(40)/400 = 3.2
+    v = verdict(y, gan, same)
+    assert v["outcome"] == "hurt" and v["use"] == "control" and v["delta"] == pytest.approx(-0.1)
+    assert v["margin"] == pytest.approx(2 * np.sqrt(40) / 400)
+    v = verdict(y, same, gan)
+    assert v["outcome"] == "helped" and v["use"] == "model" and "helped" in v["message"]
+    control = same.copy()
+    control[:3] = 1
+    v = verdict(y, same, control)  # +0.75 points, margin 2·sqrt(3)/400 = 0.87: within noise
+    assert v["outcome"] == "no_difference" and v["use"] == "model"
+
+
+def test_metrics_json_carries_the_verdict_of_the_final_evaluation(tmp_path: Path) -> None:
+    result = train(image_spec(), band_images(12, 4), tmp_path / "run")
+    m = result.metrics
+    v = m["verdict"]
+    assert set(v) == {"outcome", "metric", "ssgan", "control", "delta", "margin", "use", "message"}
+    assert v["ssgan"] == pytest.approx(m["ssgan"]["accuracy"]) and v["control"] == pytest.approx(m["control"]["accuracy"])
+    assert (tmp_path / "run" / "control.pt2").is_file()  # the verdict may say to use it
+    no_control = train(image_spec(run_control=False), band_images(12, 4), tmp_path / "alone")
+    assert no_control.metrics["verdict"] is None
+
+
+# ---------------------------------------------------------------- resume equality
+
+
+def test_image_run_with_augmentation_and_pseudo_labels_resumes_bit_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"pl": 0}
+    real_pl = ssgan.pseudo_label_loss
+
+    def counting(*args: Any) -> torch.Tensor:
+        calls["pl"] += 1
+        return real_pl(*args)
+
+    monkeypatch.setattr(ssgan, "pseudo_label_loss", counting)
+    spec = image_spec(steps=24, deterministic=True, checkpoint_every=8, eval_every=12, ema_decay=0.9,
+                      pseudo_label_threshold=0.4, augment={"translate": 0.25, "hflip": True})
+    data = band_images(12, 4)
+    train(spec, data, tmp_path / "straight")
+    assert calls["pl"] == 24  # the pseudo-label term ran at every step
+
+    polls = {"n": 0}
+
+    def abort_at_11() -> bool:
+        polls["n"] += 1
+        return polls["n"] == 12
+
+    with pytest.raises(Aborted):
+        train(spec, data, tmp_path / "resumed", should_abort=abort_at_11)
+    train(spec, data, tmp_path / "resumed")
+    for stem in ("model", "control", "generator"):
+        a = load_file(str(tmp_path / "straight" / f"{stem}.safetensors"))
+        b = load_file(str(tmp_path / "resumed" / f"{stem}.safetensors"))
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{stem}.{key}"
