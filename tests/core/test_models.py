@@ -285,7 +285,9 @@ class _Layout:
     [
         (_Layout("features", features=12), "mlp", {"in_shape": [12]}),
         (_Layout("image", 1, 8, 8), "convnet", {"in_channels": 1}),
-        (_Layout("image", 3, 32, 32), "resnet18", {"in_channels": 3, "small_input": True}),
+        (_Layout("image", 1, 28, 28), "convnet", {"in_channels": 1}),
+        (_Layout("image", 3, 32, 32), "convnet", {"in_channels": 3}),
+        (_Layout("image", 3, 33, 48), "resnet18", {"in_channels": 3, "small_input": True}),
         (_Layout("image", 3, 128, 96), "resnet18", {"in_channels": 3, "small_input": False}),
     ],
 )
