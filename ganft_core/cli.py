@@ -2,13 +2,17 @@
 
     python -m ganft_core inspect PATH [--format F]
     python -m ganft_core train SPEC.json --data PATH [--format F] [--validation PATH]
-        [--base-model DIR] [--evaluator DIR] [--inception PATH] --out RUN_DIR [--device D]
+        [--base-model DIR|FILE.pt2 [--class-names A,B,...]] [--evaluator DIR] [--inception PATH]
+        --out RUN_DIR [--device D] [--json]
 
-stdout carries one JSON document: the dataset summary (`dataset_stats` plus `format`), the
-run's final metrics, or
-`{"error": {code, message[, field]}}` with exit status 2. Progress and logs go to stderr.
-`inspect` never imports torch (the API runs it in a small, short-lived subprocess); `train`
-imports the trainer only once the spec and data have been checked.
+`inspect` prints one JSON document on stdout: the dataset summary (`dataset_stats` plus `format`).
+`train` shows a progress bar on stderr and prints the run's headline on stdout (for ssgan the GAN's
+accuracy and F1 against the supervised control and the verdict; for adapt FID/KID); `--json`
+prints the whole metrics.json instead. An error the user can fix (a wrong path, a bad spec, data
+or model) is one line on stderr and exit status 2, plus `{"error": {code, message[, field]}}` on
+stdout where stdout is JSON (`inspect`, `train --json`). `inspect` never imports torch (the API
+runs it in a small, short-lived subprocess); `train` imports the trainer only once the spec, the
+paths and the data have been checked.
 """
 
 from __future__ import annotations
@@ -16,26 +20,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from ganft_core.config import TrainSpec
 from ganft_core.data import FORMATS, align_validation, dataset_stats, detect_format, inspect_dataset, load_dataset
-from ganft_core.errors import DatasetError, GanftError, SpecError
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
-
-    from ganft_core.train import ProgressUpdate
+from ganft_core.errors import DatasetError, GanftError, ModelError, SpecError
 
 log = logging.getLogger(__name__)
 
-EXIT_ERROR = 2  # a GanftError: the JSON on stdout says what
+EXIT_ERROR = 2  # a GanftError or a wrong path: one line on stderr says what
 
 
 def _emit(document: dict[str, Any]) -> None:
@@ -67,36 +69,6 @@ def read_spec(path: Path) -> TrainSpec:
             loc = ("hyperparameters", *loc)
         where = ".".join(str(part) for part in loc)
         raise SpecError(f"{where or 'spec'}: {first['msg']}", field=where or None) from exc
-
-
-class _Progress:
-    """A tqdm bar on stderr driven by the trainer's progress callback; the latest metrics as postfix."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm  # only `train` needs it
-
-        self._bar: tqdm[Any] = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-        self._metrics: dict[str, float] = {}
-
-    def __call__(self, update: ProgressUpdate) -> None:
-        bar = self._bar
-        if update.step < bar.n:
-            bar.reset(total=update.total_steps)  # a new phase (e.g. the supervised control) starts over
-        elif update.total_steps and bar.total != update.total_steps:
-            bar.total = update.total_steps
-        bar.update(update.step - bar.n)
-        scalars = {k: float(v) for k, v in update.metrics.items() if isinstance(v, int | float)}
-        if scalars:
-            self._metrics.update(scalars)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in self._metrics.items()}, refresh=False)
-        if update.kind == "evaluation":
-            shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
-            bar.write(f"step {update.step}/{update.total_steps} evaluation: {shown}", file=sys.stderr)
-        if update.message:
-            bar.write(f"[{update.kind}] {update.message}", file=sys.stderr)
-
-    def close(self) -> None:
-        self._bar.close()
 
 
 class _StopOnInterrupt:
@@ -133,24 +105,148 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- paths, checked before anything runs
+
+
+def _path_error(flag: str, message: str, kind: type[GanftError] = SpecError) -> GanftError:
+    """`--flag: message`, with the flag as the field (codes: invalid_spec, invalid_dataset, invalid_model)."""
+    return kind(f"{flag}: {message}", field=flag.lstrip("-").replace("-", "_"))
+
+
+def need_file(path: Path, flag: str, what: str, kind: type[GanftError] = SpecError) -> Path:
+    """`path` if it is a readable file, else a one-line error naming `flag`."""
+    if not path.exists():
+        raise _path_error(flag, f"no such file: {path}", kind)
+    if path.is_dir():
+        raise _path_error(flag, f"{path} is a folder; give the {what}", kind)
+    if not os.access(path, os.R_OK):
+        raise _path_error(flag, f"cannot read {path} (permission denied)", kind)
+    return path
+
+
+@dataclass(frozen=True)
+class ProgramFile:
+    """A `.pt2` given as a model, with the class names its outputs stand for."""
+
+    path: Path
+    class_names: list[str]
+
+
+def parse_class_names(text: str) -> list[str]:
+    """`--class-names cat,dog,bird` as a list: no empty or repeated names."""
+    names = [n.strip() for n in text.split(",")]
+    if not names or any(not n for n in names):
+        raise _path_error("--class-names", f"expected comma-separated names such as cat,dog, got {text!r}")
+    if len(set(names)) != len(names):
+        raise _path_error("--class-names", f"a name is repeated in {text!r}")
+    return names
+
+
+def _sidecar_names(sidecar: Path, flag: str) -> list[str]:
+    try:
+        config = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _path_error(flag, f"cannot read {sidecar}: {exc}", ModelError) from None
+    names = config.get("class_names") if isinstance(config, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        example = '{"class_names": ["cat", "dog"]}'
+        raise _path_error(flag, f"{sidecar} has no class_names list (e.g. {example})", ModelError)
+    return names
+
+
+def model_source(path: Path, flag: str, class_names: list[str] | None = None) -> Path | ProgramFile:
+    """What `--base-model`/`--evaluator` names: a model folder (with model.json), or a `.pt2` program file
+    whose class names come from `class_names` or from a sidecar JSON beside it (`X.json` for `X.pt2`).
+
+    Anything else is a one-line error that says what to give instead.
+    """
+    if not path.exists():
+        raise _path_error(flag, f"no such file or folder: {path}", ModelError)
+    if path.is_dir():
+        if class_names is not None:
+            raise _path_error("--class-names", f"only for a .pt2 file; the model.json in {path} names the classes")
+        if not (path / "model.json").is_file():
+            programs = sorted(p.name for p in path.glob("*.pt2"))
+            hint = f"; or pass the program itself: {flag} {path / programs[0]}" if programs else ""
+            raise _path_error(flag, f"{path} has no model.json (a model folder holds model.json with "
+                                    f"model.safetensors or model.pt2){hint}", ModelError)
+        return path
+    if path.suffix != ".pt2":
+        folder = path.parent if path.name == "model.json" or path.suffix == ".safetensors" else None
+        hint = f": give its folder, {folder}" if folder is not None else ""
+        raise _path_error(flag, f"{path} is a file, not a model folder (model.json + model.safetensors) or a .pt2 "
+                                f"program{hint}", ModelError)
+    if class_names is not None:
+        return ProgramFile(path, class_names)
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise _path_error(flag, f"{path} is a program without class names: pass --class-names A,B,... or put "
+                                f"{sidecar.name} with {{\"class_names\": [...]}} beside it", ModelError)
+    return ProgramFile(path, _sidecar_names(sidecar, flag))
+
+
+def stage_program(program: ProgramFile, folder: Path) -> Path:
+    """A model folder for `program` (model.pt2 + a program model.json) that the trainers load as any other;
+    kept in the run folder, so the run says what it started from and a rerun resumes with the same one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "model.pt2"
+    if not (target.exists() and os.path.samefile(target, program.path)):
+        tmp = folder / "model.pt2.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(program.path, tmp)  # no copy where the file system allows
+        except OSError:
+            shutil.copyfile(program.path, tmp)
+        os.replace(tmp, target)
+    config = {"format": "program", "class_names": program.class_names, "source": str(program.path.resolve())}
+    (folder / "model.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def check_out(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise _path_error("--out", f"{path} is a file; the run folder is a new folder or an earlier run's")
+    return path
+
+
+# ---------------------------------------------------------------- train
+
+
 def _train(args: argparse.Namespace) -> int:
     spec = read_spec(args.spec)
+    dataset_file = "dataset file (.npz, .csv or an imagefolder .zip)"
+    need_file(args.data, "--data", dataset_file, DatasetError)
+    if args.validation is not None:
+        need_file(args.validation, "--validation", dataset_file, DatasetError)
+    names = parse_class_names(args.class_names) if args.class_names is not None else None
+    if names is not None and args.base_model is None:
+        raise _path_error("--class-names", "names the classes of a .pt2 --base-model; no --base-model was given")
+    base = model_source(args.base_model, "--base-model", names) if args.base_model is not None else None
+    evaluator = model_source(args.evaluator, "--evaluator") if args.evaluator is not None else None
+    if args.inception is not None:
+        need_file(args.inception, "--inception", "Inception weights file", ModelError)
+    out = check_out(args.out)
     data = load_dataset(args.data, args.format)
     validation = align_validation(data, load_dataset(args.validation, args.format)) if args.validation else None
     log.info("data: %s", json.dumps(dataset_stats(data)))
 
+    from ganft_core.cli_report import Progress, headline
     from ganft_core.train import train  # torch loads here, after the cheap checks passed
 
-    progress = _Progress()
+    if isinstance(base, ProgramFile):
+        base = stage_program(base, out / "base-model")
+    if isinstance(evaluator, ProgramFile):
+        evaluator = stage_program(evaluator, out / "evaluator")
+    progress = Progress()
     try:
         with _StopOnInterrupt() as stop:
             result = train(
                 spec,
                 data,
-                args.out,
+                out,
                 validation=validation,
-                base_model=args.base_model,
-                evaluator=args.evaluator,
+                base_model=base,
+                evaluator=evaluator,
                 inception_weights=args.inception,
                 progress=progress,
                 should_abort=stop,
@@ -160,7 +256,10 @@ def _train(args: argparse.Namespace) -> int:
         raise GanftError("the run ran out of memory", code="out_of_memory") from None
     finally:
         progress.close()
-    _emit({"metrics": result.metrics, "artifacts": result.artifacts, "run_dir": str(args.out)})
+    if args.json:
+        _emit({"metrics": result.metrics, "artifacts": result.artifacts, "run_dir": str(out)})
+    else:
+        sys.stdout.write("\n".join(headline(spec.method, result.metrics, out)) + "\n")
     return 0
 
 
@@ -172,22 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="check a dataset and print its summary as JSON")
     inspect.add_argument("path", type=Path, metavar="PATH", help="the dataset file")
     inspect.add_argument("--format", choices=FORMATS, help="dataset format (default: detected)")
-    inspect.set_defaults(run=_inspect)
+    inspect.set_defaults(run=_inspect, json=True)
 
-    train = commands.add_parser("train", help="run one training job and print its final metrics as JSON")
+    train = commands.add_parser("train", help="run one training job; print its headline (or --json: all metrics)")
     train.add_argument("spec", type=Path, metavar="SPEC.json", help="JSON file with method, hyperparameters and seed")
     train.add_argument("--data", type=Path, required=True, metavar="PATH", help="the training dataset file")
     train.add_argument("--format", choices=FORMATS, help="format of the dataset files (default: detected)")
     train.add_argument(
         "--validation", type=Path, metavar="PATH", help="validation dataset (default: split off the data)"
     )
-    train.add_argument("--base-model", type=Path, metavar="DIR", help="folder with the pretrained model to fine-tune")
+    train.add_argument(
+        "--base-model", type=Path, metavar="DIR|FILE.pt2",
+        help="the pretrained model: a folder (model.json + model.safetensors) or a torch.export .pt2 classifier",
+    )  # fmt: skip
+    train.add_argument(
+        "--class-names", metavar="A,B,...",
+        help="class names of a .pt2 --base-model, in output order (default: from X.json beside X.pt2)",
+    )  # fmt: skip
     train.add_argument("--evaluator", type=Path, metavar="DIR", help="folder with a classifier for FID/KID features")
     train.add_argument("--inception", type=Path, metavar="PATH", help="local Inception weights for FID/KID")
     train.add_argument(
         "--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (resumes from its checkpoints)"
     )
     train.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: best available)")
+    train.add_argument("--json", action="store_true", help="print the final metrics (and errors) as JSON on stdout")
     train.set_defaults(run=_train)
     return parser
 
@@ -202,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except GanftError as exc:
-        _emit({"error": exc.to_dict()})
+        sys.stderr.write(f"error: {exc.message}\n")
+        if args.json:
+            _emit({"error": exc.to_dict()})
         return EXIT_ERROR
     return code

@@ -1,4 +1,8 @@
-"""PNG pictures of a run, drawn with Pillow only: sample grids and training curves."""
+"""PNG pictures of a run: sample grids (Pillow) and training curves (matplotlib, Agg).
+
+Both are rewritten at every evaluation while a worker may be publishing them, so each is
+written to a temp file beside its path and renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,24 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Points = Sequence[tuple[float, float]]  # (step, value)
+Panel = Mapping[str, Any]  # series name -> Points; optional "yscale": "log" | "linear"
+YScale = Literal["log", "linear"]
+
+PANEL_INCHES = (5.0, 3.2)  # width, height of one panel
+DPI = 100  # so one panel is 500×320 px
+MAX_COLUMNS = 2
+LOG_SPAN = 10.0  # a loss panel whose largest value is this many times its smallest gets a log axis
+# The control is drawn grey and dashed in every panel, so "GAN against control" reads at a glance.
+CONTROL_STYLE = {"color": "0.45", "linestyle": "--"}
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, *, padding: int = 2, min_cell: int = 32) -> Path:
@@ -35,79 +52,100 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, *, padding: int =
         grid[:, top : top + h, left : left + w] = x[i]
     pixels = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     img = Image.fromarray(pixels[:, :, 0], "L") if c == 1 else Image.fromarray(pixels, "RGB")
-    return _save_png(img, Path(path))
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
-
-
-def _draw_panel(
-    draw: ImageDraw.ImageDraw,
-    box: tuple[int, int, int, int],
-    title: str,
-    lines: Mapping[str, Sequence[tuple[float, float]]],
-    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-) -> None:
-    """One titled chart: axes with min/max labels, one polyline per series, a legend."""
-    x0, y0, x1, y1 = box
-    draw.text((x0 + 4, y0 + 2), title, fill="black", font=font)
-    left, top, right, bottom = x0 + 48, y0 + 18, x1 - 8, y1 - 30
-    draw.rectangle((left, top, right, bottom), outline=(160, 160, 160))
-    points = [(s, v) for pts in lines.values() for s, v in pts if math.isfinite(v)]
-    if not points:
-        draw.text((left + 6, top + 6), "no data", fill="gray", font=font)
-        return
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    xmin, xmax, ymin, ymax = min(xs), max(xs), min(ys), max(ys)
-    xspan, yspan = (xmax - xmin) or 1.0, (ymax - ymin) or 1.0
-    draw.text((x0 + 2, top), _fmt(ymax), fill="black", font=font)
-    draw.text((x0 + 2, bottom - 10), _fmt(ymin), fill="black", font=font)
-    draw.text((left, bottom + 2), _fmt(xmin), fill="black", font=font)
-    draw.text((right - 36, bottom + 2), _fmt(xmax), fill="black", font=font)
-
-    def to_px(s: float, v: float) -> tuple[float, float]:
-        return left + (s - xmin) / xspan * (right - left), bottom - (v - ymin) / yspan * (bottom - top)
-
-    legend_x = left
-    for i, (name, pts) in enumerate(lines.items()):
-        colour = _PALETTE[i % len(_PALETTE)]
-        px = [to_px(s, v) for s, v in pts if math.isfinite(v)]
-        if len(px) == 1:
-            draw.ellipse((px[0][0] - 2, px[0][1] - 2, px[0][0] + 2, px[0][1] + 2), fill=colour)
-        elif px:
-            draw.line(px, fill=colour, width=2)
-        draw.rectangle((legend_x, y1 - 14, legend_x + 10, y1 - 4), fill=colour)
-        draw.text((legend_x + 14, y1 - 16), name, fill="black", font=font)
-        legend_x += 24 + 7 * len(name)
-
-
-def save_curves(
-    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
-    path: Path,
-    *,
-    width: int = 640,
-    panel_height: int = 220,
-) -> Path:
-    """Write training curves as a PNG: one panel per entry of `panels` (title -> {series -> [(step, value)]}).
-
-    Non-finite values are skipped; the file is replaced atomically. Returns the path.
-    """
-    count = max(1, len(panels))
-    img = Image.new("RGB", (width, panel_height * count), "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    for i, (title, lines) in enumerate(panels.items()):
-        _draw_panel(draw, (0, i * panel_height, width, (i + 1) * panel_height), title, lines, font)
-    return _save_png(img, Path(path))
-
-
-def _save_png(img: Image.Image, path: Path) -> Path:
-    """Write `img` as a PNG to a temp file beside `path`, then rename it into place: pictures are
-    rewritten at every evaluation while a worker may be reading them, and a reader must see the old
-    file or the new one, never half of one."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     img.save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
 
+
+def _series(panel: Panel) -> dict[str, list[tuple[float, float]]]:
+    """The panel's series with their finite points (option keys such as "yscale" left out)."""
+    return {
+        name: [(float(s), float(v)) for s, v in points if math.isfinite(s) and math.isfinite(v)]
+        for name, points in panel.items()
+        if not isinstance(points, str)
+    }
+
+
+def y_scale(title: str, panel: Panel) -> YScale:
+    """The panel's "yscale" when given; else log for a loss panel whose values are all positive and
+    span at least `LOG_SPAN` (losses fall over decades: on a linear axis everything after the first
+    steps is flat on zero), linear otherwise (a log axis inside one decade has almost no tick labels)."""
+    given = panel.get("yscale")
+    if given is not None:
+        if given not in ("log", "linear"):
+            raise ValueError(f"panel {title!r}: yscale must be 'log' or 'linear', got {given!r}")
+        return "log" if given == "log" else "linear"
+    values = [v for points in _series(panel).values() for _, v in points]
+    if "loss" not in title.lower() or not values or min(values) <= 0:
+        return "linear"
+    return "log" if max(values) / min(values) >= LOG_SPAN else "linear"
+
+
+def curve_figure(panels: Mapping[str, Panel]) -> Figure:
+    """The curves as a matplotlib Figure: one axes per panel (title -> {series -> [(step, value)]}),
+    up to two panels a row, each with ticks, gridlines, a legend and its y scale (see `y_scale`)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    count = max(1, len(panels))
+    cols = min(MAX_COLUMNS, count)
+    rows = math.ceil(count / cols)
+    width, height = PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    # Fixed margins (inches) rather than a layout engine: constrained layout triples the drawing time,
+    # and the pictures are redrawn at every evaluation.
+    left, right, top, bottom, gap_x, gap_y = 0.75, 0.15, 0.35, 0.5, 0.85, 0.85
+    axes_w = (width - left - right - gap_x * (cols - 1)) / cols
+    axes_h = (height - top - bottom - gap_y * (rows - 1)) / rows
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=gap_x / axes_w, hspace=gap_y / axes_h)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    if not panels:
+        axes[0].text(0.5, 0.5, "no curves yet", ha="center", va="center", transform=axes[0].transAxes)
+    for ax, (title, panel) in zip(axes, panels.items(), strict=False):
+        series = _series(panel)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("step")
+        ax.grid(True, which="major", alpha=0.35)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        drawn = 0
+        for name, points in series.items():
+            if not points:
+                continue  # e.g. the control's accuracy of a run without a control (all NaN)
+            style = CONTROL_STYLE if name == "control" else {}
+            marker = "o" if len(points) <= 20 else None  # sparse series (evaluations): show each point
+            ax.plot([s for s, _ in points], [v for _, v in points], label=name, marker=marker, markersize=3,
+                    linewidth=1.4, **style)
+            drawn += 1
+        if not drawn:
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", color="0.5", transform=ax.transAxes)
+            continue
+        scale = y_scale(title, panel)
+        ax.set_yscale(scale)
+        if scale == "log":
+            ax.grid(True, which="minor", alpha=0.12)
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
+        ax.legend(fontsize=8, loc="best", framealpha=0.8)
+    return fig
+
+
+def save_curves(panels: Mapping[str, Panel], path: Path) -> Path:
+    """Write training curves as a PNG: one panel per entry of `panels` (title -> {series -> [(step, value)]},
+    optionally "yscale": "log" | "linear"), 500×320 px a panel, two a row.
+
+    Non-finite values are skipped; the file is replaced atomically. Returns the path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = curve_figure(panels)
+    FigureCanvasAgg(fig)  # draw with Agg: no display, no pyplot state shared between threads
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=DPI)
+    os.replace(tmp, path)
+    return path

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganft_core.cli import _Progress, _StopOnInterrupt, main
+from ganft_core.cli import _StopOnInterrupt, main
 from ganft_core.data import dataset_stats, load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,8 @@ def test_train_refuses_a_bad_spec(
     tmp_path: Path, tiny_features_npz: Path, capsys: pytest.CaptureFixture[str], spec: object, field: str | None
 ) -> None:
     """A spec with steps=0, an unknown field, an unknown method or broken JSON: exit 2, invalid_spec with the field."""
-    code = main(["train", str(_spec(tmp_path, spec)), "--data", str(tiny_features_npz), "--out", str(tmp_path / "r")])
+    code = main(["train", str(_spec(tmp_path, spec)), "--data", str(tiny_features_npz), "--out", str(tmp_path / "r"),
+                 "--json"])
     error = json.loads(capsys.readouterr().out)["error"]
     assert code == 2 and error["code"] == "invalid_spec" and error.get("field") == field
     assert not (tmp_path / "r").exists()
@@ -91,7 +92,7 @@ def test_train_refuses_bad_data_before_training(
     """A non-numeric csv cell, or a validation set with a class the data lacks, exits 2 before any run folder exists."""
     spec = _spec(tmp_path, {"method": "ssgan"})
     broken = make_csv(["f", "label"], [["x", "a"]])
-    assert main(["train", str(spec), "--data", str(broken), "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", str(spec), "--data", str(broken), "--out", str(tmp_path / "r"), "--json"]) == 2
     assert "'x' is not a number" in json.loads(capsys.readouterr().out)["error"]["message"]
     other = make_csv(["a", "b", "c", "d", "label"], [[0, 0, 0, 0, "zebra"]], name="val.csv")
     args = [
@@ -103,6 +104,7 @@ def test_train_refuses_bad_data_before_training(
         str(other),
         "--out",
         str(tmp_path / "r"),
+        "--json",
     ]
     assert main(args) == 2
     assert "'zebra'" in json.loads(capsys.readouterr().out)["error"]["message"]
@@ -115,25 +117,11 @@ def test_train_reports_trainer_errors_as_json(
     """Data and spec pass, then ganft_core.train.train refuses --device tpu: exit 2 with its invalid_spec on stdout."""
     pytest.importorskip("ganft_core.train")
     spec = _spec(tmp_path, {"method": "ssgan"})
-    args = ["train", str(spec), "--data", str(tiny_features_npz), "--out", str(tmp_path / "r"), "--device", "tpu"]
+    args = ["train", str(spec), "--data", str(tiny_features_npz), "--out", str(tmp_path / "r"), "--device", "tpu",
+            "--json"]
     assert main(args) == 2
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["code"] == "invalid_spec" and error["field"] == "device"
-
-
-def test_progress_bar_follows_updates(capsys: pytest.CaptureFixture[str]) -> None:
-    """Step updates move a tqdm bar on stderr with the latest metrics; evaluations and messages print a line;
-    a step below the bar's count (the control run) starts the bar over."""
-    update = pytest.importorskip("ganft_core.train").ProgressUpdate
-    progress = _Progress()
-    progress(update("step", 5, 10, {"loss_d": 0.5}))
-    progress(update("evaluation", 10, 10, {"accuracy": 0.75}))
-    progress(update("log", 3, 10, {}, message="control run"))
-    assert progress._bar.n == 3 and progress._bar.postfix is not None and "accuracy=0.75" in progress._bar.postfix
-    progress.close()
-    err = capsys.readouterr().err
-    assert "step 10/10 evaluation: accuracy=0.75" in err and "[log] control run" in err
-    assert capsys.readouterr().out == ""
 
 
 def test_first_interrupt_asks_to_stop_instead_of_killing() -> None:
@@ -155,7 +143,7 @@ def _values_named(key: str, tree: object) -> list[float]:
 
 
 def test_train_end_to_end_tiny_ssgan(tmp_path: Path, tiny_features_npz: Path) -> None:
-    """A 6-step ssgan run on tiny feature vectors via the CLI: exit 0, metrics JSON on stdout, a saved model."""
+    """A 6-step ssgan run on tiny feature vectors via the CLI: exit 0, metrics JSON (--json) on stdout, a model."""
     pytest.importorskip("ganft_core.train")
     pytest.importorskip("ganft_core.ssgan")
     hp = {"steps": 6, "batch_size": 8, "unlabeled_batch_size": 8, "eval_every": 3, "checkpoint_every": 3}
@@ -164,7 +152,7 @@ def test_train_end_to_end_tiny_ssgan(tmp_path: Path, tiny_features_npz: Path) ->
     )
     out = tmp_path / "run"
     args = ["-m", "ganft_core", "train", str(spec), "--data", str(tiny_features_npz), "--out", str(out)]
-    done = run_cli(*args, "--device", "cpu", timeout=300)
+    done = run_cli(*args, "--device", "cpu", "--json", timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     assert result["run_dir"] == str(out) and "model.safetensors" in result["artifacts"]
