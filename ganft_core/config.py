@@ -48,7 +48,7 @@ class SsganHyperparameters(_Strict):
     batch_size: Batch = 100  # labeled examples per D step, drawn with replacement from the labeled set
     unlabeled_batch_size: Batch = 100  # unlabeled real and generated examples per D step (and per G step)
     # None picks: 3e-3 for a dense net from scratch (Improved-GAN MNIST), 3e-4 for a conv net from
-    # scratch (Improved-GAN CIFAR), 1e-4 when fine-tuning a base model.
+    # scratch (Improved-GAN CIFAR), 1e-3 when fine-tuning a base model (its backbone: × backbone_lr_scale).
     lr_d: LearningRate | None = None  # Adam learning rate of the classifier/discriminator (and the control)
     lr_g: LearningRate | None = None  # Adam learning rate of the generator; None = lr_d
     lr_decay_start: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # fraction of steps, then lr falls linearly to 0

@@ -31,10 +31,11 @@ from ganft_core.run import iter_trainable as run_iter_trainable
 from ganft_core.run import write_json
 
 # Learning rates when the spec leaves them out (Salimans et al. 2016 code: 3e-3 for the dense
-# MNIST nets, 3e-4 for the CIFAR conv nets); a pretrained backbone is fine-tuned gently.
+# MNIST nets, 3e-4 for the CIFAR conv nets). Fine-tuning a base model: 1e-3 for the head, and the
+# backbone at `backbone_lr_scale` (0.1) of it, 1e-4 (discriminative learning rates, as in ULMFiT).
 LR_SCRATCH_DENSE = 3e-3
 LR_SCRATCH_CONV = 3e-4
-LR_FINE_TUNE = 1e-4
+LR_FINE_TUNE = 1e-3
 
 # ssgan's own defaults for a classifier built from scratch, under the spec's architecture_arguments.
 # The dense D keeps Improved-GAN's noise and weight norm but is 500-250-250 wide instead of
