@@ -14,6 +14,10 @@
 - fashion: Fashion-MNIST (Debian's dataset-fashion-mnist) from scratch, 100 labels per class, all 60k training
   images unlabeled, the 10k test images as validation. Bar: ssgan >= control + 1.0 on the mean; < 600 s a run.
 
+    python bench/ssgan_images.py ablation [--seeds 1 2] [--set steps=1000] [--record]
+
+- ablation: the digits task once per recipe variant (each ingredient removed or added alone), same seeds.
+
 Writes `## ssgan on images: <task>` sections of bench/RESULTS.md with --record.
 """
 
@@ -37,7 +41,20 @@ from ganft_core.train import ProgressUpdate, train
 
 BARS = {"digits": "mean ssgan >= 98.0%, >= +1.0 over the control on the mean, not below it on any seed, < 240 s a run",
         "transfer": "ssgan >= control + 0.5 on the mean, not below it on any seed, above the plain supervised fine-tune",
-        "fashion": "ssgan >= control + 1.0 on the mean, < 600 s a run"}
+        "fashion": "ssgan >= control + 1.0 on the mean, < 600 s a run",
+        "ablation": "each ingredient's effect on the digits task"}
+
+# name -> overrides on top of the defaults (and of --set)
+ABLATION: dict[str, dict[str, Any]] = {
+    "defaults (GAN + DiffAugment + pseudo-labels)": {},
+    "no pseudo-labels": {"pseudo_label_weight": 0.0},
+    "no DiffAugment": {"diffaugment": False},
+    "no GAN terms (pseudo-labels alone)": {"unsupervised_weight": 0.0},
+    "+ conditional entropy 0.1 (Bad GAN)": {"entropy_weight": 0.1},
+    "no augmentation of labeled batches": {"augment": {"translate": 0.0}},
+    "weight-norm D, dropout 0.5, input noise 0.15 (Improved-GAN CIFAR)":
+        {"architecture_arguments": {"norm": "weight", "dropout": 0.5, "input_noise_std": 0.15}},
+}
 
 
 def show(update: ProgressUpdate) -> None:
@@ -97,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     overrides = parse_overrides(args.set)
+    if args.task == "ablation":
+        ablation(args, overrides)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="ssgan-bench-") as work:
         for seed in args.seeds:
@@ -111,6 +131,37 @@ def main(argv: list[str] | None = None) -> None:
           f"delta {mean['ssgan'] - mean['control']:+.4f}  slowest {max(r['seconds'] for r in rows):.1f} s")
     if args.record:
         record(args, overrides, rows, mean)
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = {**base}
+    for key, value in extra.items():
+        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+def ablation(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    table = []
+    with tempfile.TemporaryDirectory(prefix="ssgan-ablation-") as work:
+        for name, extra in ABLATION.items():
+            rows = [run_one("digits", seed, merged(overrides, extra), args.base_format, Path(work)) for seed in args.seeds]
+            ssgan, control = (float(np.mean([r[k] for r in rows])) for k in ("ssgan", "control"))
+            seconds = float(np.mean([r["seconds"] for r in rows]))
+            table.append((name, ssgan, control, [r["ssgan"] for r in rows], seconds))
+            print(f"{name}: ssgan {ssgan:.4f}  control {control:.4f}  delta {ssgan - control:+.4f}  {seconds:.0f} s",
+                  flush=True)
+    if args.record:
+        m = common.machine()
+        lines = ["| variant | ssgan acc (mean) | control acc (mean) | delta | ssgan per seed | s a run |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {s:.4f} | {c:.4f} | {s - c:+.4f} | {' '.join(f'{v:.4f}' for v in per)} | {t:.0f} |"
+                  for n, s, c, per, t in table]
+        body = (f"`python bench/ssgan_images.py {' '.join(args.argv)}` — {m.describe()}, {args.threads} torch "
+                f"thread(s), load average {common.load_average()} at the end; seeds {args.seeds}. Each variant "
+                f"changes one thing from the defaults{' + ' + json.dumps(overrides) if overrides else ''}; "
+                "the control moves too where the change touches it (augmentation) or the shared RNG stream.\n\n"
+                + "\n".join(lines) + "\n")
+        common.write_section(args.section or "ssgan on images: ablation (digits 1×8×8)", body)
 
 
 def record(args: argparse.Namespace, overrides: dict[str, Any], rows: list[dict[str, Any]],
