@@ -12,7 +12,8 @@ User commands on the SDK (ganft.cli_user, ganft.cli_jobs; --url/GANFT_URL, --key
     ganft datasets upload|list|show|delete    ganft models upload|list|show
     ganft jobs create|list|show|cancel|watch|logs    ganft artifacts list|download
 
-Output meant for scripts goes to stdout (the key); everything else is logging on stderr.
+Output meant for scripts goes to stdout (the key, tables, a watched job's summary); messages and
+errors go to stderr. Logging is at WARNING unless `-v` (INFO) or `-vv` (DEBUG, with every HTTP request).
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ from ganft import cli_jobs, cli_user
 log = logging.getLogger("ganft")
 
 
+def note(text: str) -> None:
+    """A message for the person at the terminal (stderr), shown at every verbosity."""
+    sys.stderr.write(text + "\n")
+
+
 def _migrate(_: argparse.Namespace) -> int:
     from ganft.db.migrate import upgrade
     from ganft.settings import get_settings
 
     url = get_settings().database_url
     upgrade(url)
-    log.info("database is at the newest schema")
+    note("database is at the newest schema")
     return 0
 
 
@@ -43,7 +49,7 @@ def _create_key(args: argparse.Namespace) -> int:
 
     with session_scope() as session:
         row, key = keys.create_key(session, tenant_name=args.tenant, label=args.name)
-    log.info("created key %s for tenant %r (shown once; only its hash is stored)", row.prefix, args.tenant)
+    note(f"created key {row.prefix} for tenant {args.tenant!r} (shown once; only its hash is stored)")
     sys.stdout.write(key + "\n")
     return 0
 
@@ -61,7 +67,7 @@ def _revoke_key(args: argparse.Namespace) -> int:
     if not revoked:
         log.error("no active key with prefix %r", args.prefix)
         return 1
-    log.info("revoked key %s", args.prefix)
+    note(f"revoked key {args.prefix}")
     return 0
 
 
@@ -110,19 +116,21 @@ def _set_webhook(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 1
     if args.clear:
-        log.info("tenant %r has no default webhook now", args.tenant)
+        note(f"tenant {args.tenant!r} has no default webhook now")
         return 0
     if get_settings().webhook_secret:
-        log.info("webhooks of %r are signed with GANFT_WEBHOOK_SECRET", args.tenant)
+        note(f"webhooks of {args.tenant!r} are signed with GANFT_WEBHOOK_SECRET")
     else:
-        log.info("tenant %r: webhooks to %s are signed with this secret (Standard Webhooks)", args.tenant, args.url)
+        note(f"tenant {args.tenant!r}: webhooks to {args.url} are signed with this secret (Standard Webhooks)")
         sys.stdout.write(secret + "\n")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganft", description="GAN fine-tuning training-job service")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log at INFO (-vv: DEBUG, with every HTTP request)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(run=_migrate)
@@ -163,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin otherwise
+    verbose = int(args.verbose or 0)
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # One line per request or plugin otherwise: only at -vv.
+    for noisy in ("httpx", "httpcore", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     return int(args.run(args))
 
 

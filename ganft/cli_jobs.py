@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ganft.cli_user import common_options, emit_json, plain, show, show_detail, with_client
+from ganft.cli_watch import PLAIN_EVERY_S, figures_text
 
 if TYPE_CHECKING:
     from ganft.client import Client
-    from ganft.client_types import Event, Job
+    from ganft.client_types import Job
 
 JOB_COLUMNS = ("id", "method", "status", "step", "total_steps", "created_at")
 EXIT_FAILED = 3
 EXIT_CANCELLED = 4
-SHOWN_METRICS = 4  # latest metrics shown next to the progress bar
 
 
 def parse_pairs(pairs: list[str], *, json_values: bool) -> dict[str, Any]:
@@ -99,46 +99,32 @@ def _exit_code(status: str) -> int:
     return {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(status, 1)
 
 
-def _metrics_text(metrics: dict[str, Any]) -> str:
-    shown = list(metrics.items())[:SHOWN_METRICS]
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown)
+def _seconds(text: str) -> float:
+    """`--every`: seconds between 0 and 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {value:g}")
+    return value
 
 
 def _watch(api: Client, args: argparse.Namespace) -> int:
-    """A tqdm bar (step/total, steps/s, ETA, latest metrics) fed by the job's event stream."""
-    from tqdm import tqdm
+    """A progress bar on stderr fed by the job's events (plain lines off a terminal), then the summary on
+    stdout: the job's figures (ssgan against its control and the verdict; adapt FID/KID), the output
+    model and the download command. `--json`: no bar, the finished job as JSON."""
+    from ganft.cli_watch import ProgressView, follow, summary_lines
 
-    job = api.get_job(args.id)
-    with tqdm(
-        total=job.progress.total_steps or None,
-        initial=job.progress.step,
-        unit="step",
-        desc=job.id,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        disable=args.json,
-    ) as bar:
-        last: Event | None = None
-        for event in api.watch(args.id):
-            last = event
-            data = event.data
-            if event.type in ("progress", "evaluation") and "step" in data:
-                bar.total = data.get("total_steps") or bar.total
-                bar.update(max(0, int(data["step"]) - bar.n))
-                rate = data.get("steps_per_second")
-                postfix = _metrics_text(data.get("metrics") or {})
-                bar.set_postfix_str(f"{rate:.1f} step/s {postfix}" if rate else postfix)
-            elif event.type == "log" and data.get("message"):
-                bar.write(f"[step {data.get('step', '?')}] {data['message']}")
-            elif event.type == "status":
-                bar.write(f"status: {data.get('status')}" + (f" ({data['reason']})" if data.get("reason") else ""))
-    job = api.get_job(args.id)
     if args.json:
+        for _ in api.watch(args.id):  # until the terminal status event
+            pass
+        job = api.get_job(args.id)
         emit_json(job)
-    elif job.error is not None:
-        sys.stderr.write(f"{job.id} {job.status}: {job.error.code}: {job.error.message}\n")
-    else:
-        sys.stderr.write(f"{job.id} {job.status}" + (f" (last event {last.seq})\n" if last else "\n"))
+        return _exit_code(job.status)
+    with ProgressView(sys.stderr, every_s=args.every) as view:
+        job = follow(api, args.id, view)
+    sys.stdout.write("\n".join(summary_lines(job)) + "\n")
     return _exit_code(job.status)
 
 
@@ -156,7 +142,7 @@ def _logs(api: Client, args: argparse.Namespace) -> int:
         elif event.type == "log":
             text = f"step {data.get('step')}: {data.get('message')}"
         elif event.type == "evaluation":
-            text = f"evaluation at step {data.get('step')}: {_metrics_text(data.get('metrics') or {})}"
+            text = f"evaluation at step {data.get('step')}: {figures_text(data.get('metrics') or {})}"
         else:
             continue  # progress and checkpoint events are what `watch` shows
         sys.stdout.write(f"{event.seq:>5}  {text}\n")
@@ -192,11 +178,15 @@ def add_commands(commands: Any) -> None:
     for name, handler, text in (
         ("show", _show, "one job with progress, error and result"),
         ("cancel", _cancel, "cancel a job"),
-        ("watch", _watch, "live progress until the job ends (exit 0 succeeded, 3 failed, 4 cancelled)"),
+        ("watch", _watch, "live progress, then the result (exit 0 succeeded, 3 failed, 4 cancelled)"),
     ):
         cmd = sub.add_parser(name, parents=[common], help=text)
         cmd.add_argument("id")
         cmd.set_defaults(run=with_client(handler))
+    sub.choices["watch"].add_argument(
+        "--every", type=_seconds, default=PLAIN_EVERY_S, metavar="SECONDS",
+        help=f"off a terminal, a progress line every SECONDS (0-3600, default {PLAIN_EVERY_S:g})",
+    )  # fmt: skip
     logs = sub.add_parser("logs", parents=[common], help="status changes, evaluations and log lines")
     logs.add_argument("id")
     logs.add_argument("-f", "--follow", action="store_true", help="keep following until the job ends")

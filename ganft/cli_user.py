@@ -29,6 +29,8 @@ def common_options() -> argparse.ArgumentParser:
     parent.add_argument("--url", default=None, help=f"API base URL (env GANFT_URL, default {DEFAULT_URL})")
     parent.add_argument("--key", default=None, help="API key (env GANFT_API_KEY)")
     parent.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    # Also after the sub-command (`ganft jobs watch ID -v`); SUPPRESS keeps a `ganft -v ...` given before it.
+    parent.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log at INFO (-vv DEBUG)")
     return parent
 
 

@@ -2,9 +2,11 @@
 
 Starts the embedded stack (or uses `--url` + `--key`), uploads the digits benchmark split
 (10 labels per class, the rest of the training split unlabeled, 20% held out as the
-validation set), runs an `ssgan` job while drawing a progress bar from its event stream,
-downloads `model.pt2` (sha256 checked), loads it with plain `torch.export.load(...).module()`
-and prints its held-out accuracy next to the supervised-only control's from metrics.json.
+validation set), runs an `ssgan` job while drawing a progress bar from its event stream
+(`ganft.cli_watch`, as `ganft jobs watch` does), prints the same summary as `jobs watch` (the GAN
+against the supervised-only control, the verdict, the output model), then downloads `model.pt2`
+(sha256 checked), loads it with plain `torch.export.load(...).module()` and checks its held-out
+accuracy against what metrics.json says.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ganft.cli_watch import ProgressView, follow, summary_lines
 from ganft.client import Client
 from ganft.embedded import EmbeddedStack, free_port, say
 from ganft.settings import get_settings
@@ -69,38 +72,6 @@ def program_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(dim=1).numpy() == y).mean())
 
 
-class _Bar:
-    """A tqdm bar fed by the job's events: step/total, latest metrics as postfix."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, type_: str, data: dict[str, Any]) -> None:
-        bar = self.bar
-        if type_ in ("progress", "evaluation"):
-            step, total = int(data.get("step", 0)), int(data.get("total_steps") or 0)
-            if step < bar.n:
-                bar.reset(total=total or None)  # a new phase (the supervised control) starts over
-            elif total and bar.total != total:
-                bar.total = total
-            bar.update(step - bar.n)
-            metrics = data.get("metrics") or {}
-            if metrics:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if isinstance(v, int | float)})
-            if type_ == "evaluation":
-                shown = " ".join(f"{k}={v:.3g}" for k, v in metrics.items() if isinstance(v, int | float))
-                bar.write(f"evaluation at step {step}: {shown}")
-        elif type_ == "status":
-            bar.write(f"job {data.get('status')}" + (f": {data['error']['message']}" if data.get("error") else ""))
-        elif type_ == "log" and data.get("message"):
-            bar.write(str(data["message"]))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def short_run(steps: int) -> dict[str, int]:
     """Hyperparameters for `--steps N`: report and evaluate often enough to watch a short run."""
     return {"steps": steps, "log_every": min(50, max(1, steps // 40)), "eval_every": min(500, max(1, steps // 4))}
@@ -123,28 +94,25 @@ def run_job(api: Client, *, seed: int, steps: int | None, workdir: Path) -> int:
     }
     job = api.create_job(spec)
     labeled = int((train["y"] >= 0).sum())
-    say(f"job {job['id']}: ssgan on {len(train['y'])} digits ({labeled} labeled), {len(test['y'])} held out")
-    bar = _Bar()
-    try:
-        for event in api.events(job["id"]):
-            bar.update(event.type, event.data)
-    finally:
-        bar.close()
-    job = api.get_job(job["id"])
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        say(f"job {job['status']}: {error.get('code')}: {error.get('message')}")
+    say(f"job {job.id}: ssgan on {len(train['y'])} digits ({labeled} labeled), {len(test['y'])} held out")
+    with ProgressView(sys.stderr) as view:
+        job = follow(api, job.id, view)
+    summary = summary_lines(job)  # the same summary as `ganft jobs watch`
+    if job.status != "succeeded":
+        for line in summary:
+            say(line)
         return 1
-    model_path = api.download_artifact(job["id"], "model.pt2", workdir / "model.pt2")
-    metrics_path = api.download_artifact(job["id"], "metrics.json", workdir / "metrics.json")
+    model_path = api.download_artifact(job.id, "model.pt2", workdir / "model.pt2")
+    metrics_path = api.download_artifact(job.id, "metrics.json", workdir / "metrics.json")
     metrics = json.loads(metrics_path.read_text())
     accuracy = program_accuracy(model_path, test["x"], test["y"])
-    reported, control = accuracies(metrics)
+    reported, _ = accuracies(metrics)
+    for line in summary:
+        say(line)
     shown = f"{reported:.4f}" if reported is not None else "n/a"
-    say(f"held-out accuracy of the downloaded model.pt2: {accuracy:.4f} (metrics.json says {shown})")
-    if control is not None:
-        say(f"supervised-only control (same labels, steps, seed): {control:.4f}")
-    say(f"output model {job['output_model_id']}; files in {workdir}")
+    say(f"checked: the downloaded model.pt2 (sha256 verified), loaded with plain torch.export.load, scores "
+        f"{accuracy:.4f} on the {len(test['y'])} held-out digits (metrics.json: {shown})")
+    say(f"files in {workdir}")
     return 0
 
 
@@ -160,7 +128,6 @@ def accuracies(metrics: dict[str, Any]) -> tuple[float | None, float | None]:
 
 def run_demo(args: argparse.Namespace) -> int:
     """`ganft demo [--steps N] [--seed S] [--url U --key K]`; the exit status."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     seed = getattr(args, "seed", None)
     seed = 1 if seed is None else int(seed)
     steps = getattr(args, "steps", None)
@@ -176,6 +143,6 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="demo-", dir=data_dir))
     stack = EmbeddedStack(settings, port=free_port(), logs=settings.data_dir.resolve() / "logs")
-    log.info("starting the embedded stack in %s (logs in %s)", settings.data_dir.resolve(), stack.logs)
+    sys.stderr.write(f"starting the embedded stack in {data_dir} (its logs: {stack.logs})\n")
     with stack, Client(stack.url, stack.key, timeout=120.0) as api:
         return run_job(api, seed=seed, steps=steps, workdir=workdir)

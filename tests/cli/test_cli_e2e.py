@@ -35,7 +35,11 @@ def test_create_watch_download(stack: Stack, tmp_path: Path) -> None:
 
     watched = ganft.run("jobs", "watch", job_id, timeout=300)
     assert watched.returncode == 0, watched.stderr + stack.logs()
-    assert "10/10" in watched.stderr and "succeeded" in watched.stderr
+    assert "10/10" in watched.stderr and "status: succeeded" in watched.stderr  # plain lines: stderr is a pipe
+    assert "\r" not in watched.stderr
+    summary = watched.stdout.splitlines()
+    assert summary[0].startswith(f"{job_id} succeeded: ssgan, 10 steps") and summary[1].split()[0] == "accuracy"
+    assert summary[-1] == f"download:     ganft artifacts download {job_id} model.pt2"
 
     artifacts = {a["name"]: a for a in ganft.json("artifacts", "list", job_id)}
     ganft.ok("artifacts", "download", job_id, "model.pt2", "--dir", str(tmp_path / "out"))
