@@ -7,6 +7,7 @@ numpy and Pillow only — never torch — because the API validates uploads by r
 from ganft_core.data.archive import ArchiveLimits
 from ganft_core.data.load import FORMATS, detect_format, inspect_dataset, load_dataset
 from ganft_core.data.split import align_validation, split_validation
+from ganft_core.data.stored import ingest, load_stored, open_stored, stored_beside
 from ganft_core.data.types import UNLABELED, Dataset, Layout, dataset_stats
 
 __all__ = [
@@ -18,7 +19,11 @@ __all__ = [
     "align_validation",
     "dataset_stats",
     "detect_format",
+    "ingest",
     "inspect_dataset",
     "load_dataset",
+    "load_stored",
+    "open_stored",
     "split_validation",
+    "stored_beside",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,18 +190,42 @@ def load_imagefolder(path: str | Path, limits: ArchiveLimits) -> Dataset:
     """Load a zip of class folders of PNG/JPEG images; see the module docstring."""
     found = _read_folder(path, limits, keep=True)
     done = _summarise(found, limits)
-    _, height, width = done.layout.shape()
     x = np.empty((len(found.images), *done.layout.shape()), dtype=np.float32)
     for i, image in enumerate(found.images):
-        image = image.convert("RGB" if done.colour else "L")
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.uint8)
-        x[i] = pixels.transpose(2, 0, 1) if done.colour else pixels[None]
+        x[i] = _pixels(image, done)
     np.divide(x, 255.0, out=x)
     ds = Dataset(x=x, y=done.labels, classes=done.classes, layout=done.layout, notes=done.notes)
     require_labeled_classes(ds)
     return ds
+
+
+def _pixels(image: Image.Image, done: _Summary) -> np.ndarray:
+    """One decoded image as the dataset's uint8 C×H×W example (mode and size made common)."""
+    _, height, width = done.layout.shape()
+    image = image.convert("RGB" if done.colour else "L")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels.transpose(2, 0, 1) if done.colour else pixels[None]
+
+
+def stream_imagefolder(
+    path: str | Path, limits: ArchiveLimits
+) -> tuple[np.ndarray, list[str], Layout, list[str], Iterator[np.ndarray]]:
+    """(labels, classes, layout, notes, examples): the checks of `load_imagefolder`, then its examples one at a
+    time as uint8 C×H×W (a second decoding pass), so that nothing but one image is ever held."""
+    found = _read_folder(path, limits, keep=False)
+    done = _summarise(found, limits)
+    counts = np.bincount(done.labels[done.labels != UNLABELED], minlength=len(done.classes))
+    require_class_examples(done.classes, counts)
+
+    def examples() -> Iterator[np.ndarray]:
+        with SafeZip(path, limits) as archive:
+            entries, _ = _layout_paths(archive.members, archive.folders)
+            for member, _folder in entries:
+                yield _pixels(_decode(member, archive.read(member), limits, _Tally()), done)
+
+    return done.labels, done.classes, done.layout, done.notes, examples()
 
 
 def inspect_imagefolder(path: str | Path, limits: ArchiveLimits) -> dict[str, Any]:

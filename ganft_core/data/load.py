@@ -12,6 +12,7 @@ from ganft_core.data.archive import ArchiveLimits, SafeZip
 from ganft_core.data.csvfile import inspect_csv, load_csv
 from ganft_core.data.imagefolder import inspect_imagefolder, load_imagefolder
 from ganft_core.data.npz import inspect_npz, load_npz
+from ganft_core.data.stored import load_stored
 from ganft_core.data.types import Dataset
 from ganft_core.errors import DatasetError
 
@@ -59,12 +60,23 @@ def detect_format(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> 
     return "csv"
 
 
-def load_dataset(path: str | Path, fmt: str | None = None, *, limits: ArchiveLimits = ArchiveLimits()) -> Dataset:
+def load_dataset(
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    limits: ArchiveLimits = ArchiveLimits(),
+    stored: str | Path | None = None,
+) -> Dataset:
     """Load an uploaded dataset (`fmt`: 'imagefolder', 'npz', 'csv' or None to detect it).
 
+    With `stored` (a folder, e.g. `stored_beside(path)`), the dataset is decoded once into its stored
+    form there (or the one already there is reused) and returned memory-mapped: RAM holds the labels,
+    not the examples (ganft_core.data.stored). Without it, the examples are loaded as float32.
     Every problem the user can fix is a DatasetError whose message names it.
     """
     path, fmt = _resolve(path, fmt, limits)
+    if stored is not None:
+        return load_stored(path, fmt, stored, limits=limits)
     return _LOADERS[fmt](path, limits)
 
 

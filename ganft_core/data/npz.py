@@ -10,10 +10,11 @@ refused before anything is allocated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -89,10 +90,25 @@ def _x_layout(x: NpyHeader, limits: ArchiveLimits, notes: list[str]) -> tuple[La
     raise DatasetError(f"x has shape {x.shape}: expected N×F (features), N×H×W, N×C×H×W or N×H×W×C (images)")
 
 
-def _scan_x(stream: MemberStream, header: NpyHeader, layout: Layout, axes: _Axes, out: np.ndarray | None) -> None:
-    """Check x chunk by chunk (NaN/inf, the [0, 1] range of float images); fill `out` (float32) when given."""
+class Target(Protocol):
+    """Where x's values go: a float32 array, or the stored form's shard (uint8 for uint8 images)."""
+
+    dtype: np.dtype
+
+    def __getitem__(self, box: Box, /) -> np.ndarray: ...
+
+
+# (shape N×C×H×W or N×F, dtype to store) -> the target; dtype is uint8 for uint8 images, else float32
+Allocate = Callable[[tuple[int, ...], np.dtype], Target]
+
+
+def _scan_x(stream: MemberStream, header: NpyHeader, layout: Layout, axes: _Axes, out: Target | None) -> None:
+    """Check x chunk by chunk (NaN/inf, the [0, 1] range of float images); fill `out` when given.
+
+    A float32 `out` gets the dataset's values (uint8/255); a uint8 one the stored uint8 values.
+    """
     images = layout.kind == "image"
-    scaled = images and header.dtype == np.uint8  # stored 0..255, used as value/255
+    scaled = images and header.dtype == np.uint8 and out is not None and out.dtype == np.float32
     checked = header.dtype.kind == "f"  # integers are always finite in float32
     first_bad: tuple[int, ...] | None = None
     low, high = np.inf, -np.inf
@@ -113,13 +129,13 @@ def _scan_x(stream: MemberStream, header: NpyHeader, layout: Layout, axes: _Axes
             target[...] = axes.array(values)
             if scaled:
                 np.divide(target, 255.0, out=target)
+            elif images and checked:
+                np.clip(target, 0.0, 1.0, out=target)  # rounding below 0 or above 1 (refused past 1e-6)
     if first_bad is not None:
         raise DatasetError(f"x holds NaN or infinite values (first at index {first_bad})")
     if images and checked:
         if low < -1e-6 or high > 1 + 1e-6:
             raise DatasetError(f"float images must lie in [0, 1]; x holds values from {low:g} to {high:g}")
-        if out is not None:
-            np.clip(out, 0.0, 1.0, out=out)
 
 
 @dataclass
@@ -193,12 +209,12 @@ class _Npz:
     counts: np.ndarray  # labeled examples per class
     layout: Layout
     notes: list[str]
-    x: np.ndarray | None  # float32 N×C×H×W or N×F, when loaded
-    y: np.ndarray | None  # int64 (N,), when loaded
+    x: Target | None  # float32 N×C×H×W or N×F when loaded, the stored shard when stored
+    y: np.ndarray | None  # int64 (N,), when loaded or stored
 
 
-def _read_npz(path: str | Path, limits: ArchiveLimits, *, load: bool) -> _Npz:
-    """Check the npz in one streaming pass; with `load`, also build x (float32) and y (int64)."""
+def _read_npz(path: str | Path, limits: ArchiveLimits, *, load: bool, allocate: Allocate | None = None) -> _Npz:
+    """Check the npz in one streaming pass; with `load`, also build x (float32, or in `allocate`'s target) and y."""
     with SafeZip(path, limits) as archive, ExitStack() as opened:
         by_key: dict[str, Member] = {}
         for member in archive.members:
@@ -220,7 +236,12 @@ def _read_npz(path: str | Path, limits: ArchiveLimits, *, load: bool) -> _Npz:
         x = headers["x"]
         layout, axes = _x_layout(x, limits, notes)
         n = x.shape[0]
-        data = np.empty((n, *layout.shape()), dtype=np.float32) if load else None
+        data: Target | None = None
+        if load and allocate is not None:
+            stored = np.dtype(np.uint8) if layout.kind == "image" and x.dtype == np.uint8 else np.dtype(np.float32)
+            data = allocate((n, *layout.shape()), stored)
+        elif load:
+            data = np.empty((n, *layout.shape()), dtype=np.float32)  # type: ignore[assignment]  # an ndarray is a Target
         _scan_x(streams["x"], x, layout, axes, data)
         if "y" not in headers:
             notes.append("no y array: every example is unlabeled")
@@ -235,8 +256,19 @@ def _read_npz(path: str | Path, limits: ArchiveLimits, *, load: bool) -> _Npz:
 def load_npz(path: str | Path, limits: ArchiveLimits) -> Dataset:
     """Load an npz file (compressed or not); see the module docstring for what it must hold."""
     npz = _read_npz(path, limits, load=True)
-    assert npz.x is not None and npz.y is not None
+    assert isinstance(npz.x, np.ndarray) and npz.y is not None
     return Dataset(x=npz.x, y=npz.y, classes=list(npz.classes), layout=npz.layout, notes=npz.notes)
+
+
+def store_npz(path: str | Path, limits: ArchiveLimits, allocate: Allocate) -> tuple[np.ndarray, list[str], Layout,
+                                                                                   list[str]]:
+    """Check the npz and write x into `allocate`'s target as stored (uint8 images stay uint8) in one pass.
+
+    Returns (y int64, classes, layout, notes); the same checks and errors as `load_npz`.
+    """
+    npz = _read_npz(path, limits, load=True, allocate=allocate)
+    assert npz.y is not None
+    return npz.y, list(npz.classes), npz.layout, npz.notes
 
 
 def inspect_npz(path: str | Path, limits: ArchiveLimits) -> dict[str, Any]:

@@ -61,4 +61,4 @@ def align_validation(train: Dataset, val: Dataset) -> Dataset:
         )
     mapping = np.array([index[name] for name in val.classes] + [UNLABELED], dtype=np.int64)
     # mapping[-1] is UNLABELED, so label -1 maps to itself.
-    return Dataset(x=val.x, y=mapping[val.y], classes=list(train.classes), layout=train.layout, notes=list(val.notes))
+    return val.relabeled(mapping[val.y], list(train.classes), train.layout)

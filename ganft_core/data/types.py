@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -50,32 +50,108 @@ class Layout:
         return f"{self.features} features"
 
 
-@dataclass
 class Dataset:
-    """A loaded dataset. `x` and `y` are coerced to float32 / int64 on construction.
+    """A loaded dataset: its examples, labels, class names and layout.
 
-    x: images N×C×H×W scaled to [0, 1] (uint8/255, float data as given); features N×F raw.
-    y: class index per example, -1 = unlabeled.
+    Two kinds, one interface:
+    - in memory (`Dataset(x, y, classes, layout)`, what every loader built before the stored
+      form): `x` is coerced to float32 on construction;
+    - stored (`Dataset.mapped(...)`, what `ganft_core.data.stored.open_stored` returns): the
+      examples stay in their stored array, usually a `np.load(mmap_mode="r")` shard, uint8 for
+      images (values 0..255) or float32 (features, float images), and `rows` may select a subset
+      of them without a copy.
+
+    Dtype rules, the same for both kinds:
+    - `x`: images N×C×H×W float32 scaled to [0, 1] (uint8/255, float data as given); features
+      N×F float32 raw. On a stored dataset, reading `x` builds that float32 array in RAM once
+      (4× the uint8 images): trainers read batches through `feed()` (or `batches()`) instead.
+    - `source`: the examples as stored (uint8 or float32; a stored dataset's full shard), and
+      `rows` the int64 positions of this dataset's examples in it (None: all, in order).
+    - `y`: int64 (N,), class index per example, -1 = unlabeled; always in RAM.
     """
 
-    x: np.ndarray
-    y: np.ndarray
-    classes: list[str]  # index = label
-    layout: Layout
-    notes: list[str] = field(default_factory=list)  # what the loader changed (resized, converted, ...)
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        classes: list[str],
+        layout: Layout,
+        notes: list[str] | None = None,
+    ) -> None:
+        self._init(np.ascontiguousarray(x, dtype=np.float32), None, y, classes, layout, notes)
+        self._x: np.ndarray | None = self.source
 
-    def __post_init__(self) -> None:
-        self.x = np.ascontiguousarray(self.x, dtype=np.float32)
-        self.y = np.ascontiguousarray(self.y, dtype=np.int64)
-        if self.y.ndim != 1 or len(self.y) != len(self.x):
-            raise DatasetError(f"x holds {len(self.x)} examples but y has shape {self.y.shape}")
-        if self.x.shape[1:] != self.layout.shape():
-            raise DatasetError(f"x has shape {self.x.shape} but the layout says {self.layout.describe()}")
-        if len(self.y) and (self.y.min() < UNLABELED or self.y.max() >= len(self.classes)):
+    @classmethod
+    def mapped(
+        cls,
+        source: np.ndarray,
+        y: np.ndarray,
+        classes: list[str],
+        layout: Layout,
+        notes: list[str] | None = None,
+        *,
+        rows: np.ndarray | None = None,
+    ) -> Dataset:
+        """A dataset whose examples stay in `source` (uint8 images or float32), e.g. a memory-mapped shard.
+
+        `y` holds the labels of this dataset's examples (of `source[rows]`, or of all of `source`).
+        """
+        if source.dtype != np.uint8 and source.dtype != np.float32:
+            raise DatasetError(f"stored examples must be uint8 or float32, not {source.dtype}")
+        if source.dtype == np.uint8 and layout.kind != "image":
+            raise DatasetError("uint8 examples must be images")
+        ds = cls.__new__(cls)
+        ds._init(source, None if rows is None else np.ascontiguousarray(rows, dtype=np.int64), y, classes, layout,
+                 notes)
+        ds._x = None
+        return ds
+
+    def _init(
+        self,
+        source: np.ndarray,
+        rows: np.ndarray | None,
+        y: np.ndarray,
+        classes: list[str],
+        layout: Layout,
+        notes: list[str] | None,
+    ) -> None:
+        self.source = source
+        self.rows = rows
+        self.y = np.ascontiguousarray(y, dtype=np.int64)
+        self.classes = classes  # index = label
+        self.layout = layout
+        self.notes: list[str] = [] if notes is None else notes  # what the loader changed (resized, converted, ...)
+        # a stored dataset's ingest figures (folder, stored_bytes, ingest_seconds, source_sha256); None in memory
+        self.storage: dict[str, Any] | None = None
+        n = len(source) if rows is None else len(rows)
+        if self.y.ndim != 1 or len(self.y) != n:
+            raise DatasetError(f"x holds {n} examples but y has shape {self.y.shape}")
+        if source.shape[1:] != layout.shape():
+            raise DatasetError(f"x has shape {(n, *source.shape[1:])} but the layout says {layout.describe()}")
+        if rows is not None and len(rows) and (rows.min() < 0 or rows.max() >= len(source)):
+            raise DatasetError(f"rows must lie in 0..{len(source) - 1}")
+        if len(self.y) and (self.y.min() < UNLABELED or self.y.max() >= len(classes)):
             raise DatasetError(
-                f"labels must lie in -1..{len(self.classes) - 1} for {len(self.classes)} classes, "
+                f"labels must lie in -1..{len(classes) - 1} for {len(classes)} classes, "
                 f"found {int(self.y.min())}..{int(self.y.max())}"
             )
+
+    @property
+    def x(self) -> np.ndarray:
+        """float32 examples in RAM (see the class docstring); built on first use for a stored dataset."""
+        if self._x is None:
+            out = np.empty((len(self), *self.layout.shape()), dtype=np.float32)
+            start = 0
+            for part in self.batches(_MATERIALISE_ROWS):
+                out[start : start + len(part)] = part
+                start += len(part)
+            self._x = out
+        return self._x
+
+    @property
+    def is_mapped(self) -> bool:
+        """True for a stored dataset (examples in `source`, float32 `x` built only when read)."""
+        return self._x is not self.source
 
     def __len__(self) -> int:
         return len(self.y)
@@ -85,15 +161,52 @@ class Dataset:
         """Boolean mask (N,) of the labeled examples."""
         return self.y != UNLABELED
 
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        """The examples in order as float32 host arrays of `size` rows (the last may be shorter)."""
+        if self._x is not None and not self.is_mapped:
+            for start in range(0, len(self), size):
+                yield self._x[start : start + size]
+            return
+        for start in range(0, len(self), size):
+            part = slice(start, start + size)
+            yield self._float(np.asarray(self.source[part] if self.rows is None else self.source[self.rows[part]]))
+
+    def _float(self, values: np.ndarray) -> np.ndarray:
+        out = values.astype(np.float32)
+        if values.dtype == np.uint8:
+            np.divide(out, 255.0, out=out)  # the loaders' scaling, bit for bit
+        return out
+
+    def feed(self, device: Any, **options: Any) -> Any:
+        """A `ganft_core.data.feed.Feed` over the examples as stored (imports torch; options go to Feed)."""
+        from ganft_core.data.feed import Feed  # torch only where batches go to a device
+
+        return Feed(self.source, device, rows=self.rows, **options)
+
     def subset(self, indices: np.ndarray, *, notes: list[str] | None = None) -> Dataset:
-        """The examples at `indices` (in that order), with the same classes and layout."""
-        return Dataset(
-            x=self.x[indices],
-            y=self.y[indices],
-            classes=list(self.classes),
-            layout=self.layout,
-            notes=list(self.notes if notes is None else notes),
-        )
+        """The examples at `indices` (in that order), with the same classes and layout (no copy when stored)."""
+        indices = np.asarray(indices)
+        if indices.dtype == bool:
+            indices = np.flatnonzero(indices)
+        keep = list(self.notes if notes is None else notes)
+        if not self.is_mapped:
+            return Dataset(x=self.source[indices], y=self.y[indices], classes=list(self.classes), layout=self.layout,
+                           notes=keep)
+        rows = indices if self.rows is None else self.rows[indices]
+        out = Dataset.mapped(self.source, self.y[indices], list(self.classes), self.layout, keep, rows=rows)
+        out.storage = self.storage
+        return out
+
+    def relabeled(self, y: np.ndarray, classes: list[str], layout: Layout) -> Dataset:
+        """The same examples (not copied) with new labels and class names."""
+        if self.is_mapped:
+            out = Dataset.mapped(self.source, y, classes, layout, list(self.notes), rows=self.rows)
+            out.storage = self.storage
+            return out
+        return Dataset(x=self.x, y=y, classes=classes, layout=layout, notes=list(self.notes))
+
+
+_MATERIALISE_ROWS = 4096  # rows converted to float32 at a time when `x` is built from a stored dataset
 
 
 def class_counts(ds: Dataset) -> np.ndarray:
