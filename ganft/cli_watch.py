@@ -32,12 +32,19 @@ BAR_FIGURES = (("accuracy", "fid"), ("loss_d",))  # the bar shows the first pres
 
 
 def figures_text(metrics: Mapping[str, Any]) -> str:
-    """`acc 0.8123 F1 0.8011 control acc 0.7702 (+4.2 pt)`: short names, four significant digits."""
+    """`acc 0.8123 F1 0.8011 | control acc 0.7702 F1 0.7650 | +4.2 pt`: short names, four significant digits,
+    the control's figures after the GAN's and the accuracy difference last (fits 80 columns after the step)."""
     shown = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
-    parts = [f"{SHORT_NAMES.get(k, k)} {v:.4g}" for k, v in shown.items() if not k.startswith("delta_")]
+
+    def named(items: dict[str, float]) -> str:
+        return " ".join(f"{SHORT_NAMES.get(k, k)} {v:.4g}" for k, v in items.items())
+
+    ours = {k: v for k, v in shown.items() if not k.startswith(("control_", "delta_"))}
+    control = {k.removeprefix("control_"): v for k, v in shown.items() if k.startswith("control_")}
+    parts = [named(ours)] + ([f"control {named(control)}"] if control else [])
     if "delta_accuracy" in shown:
-        parts.append(f"({shown['delta_accuracy'] * 100:+.1f} pt)")
-    return " ".join(parts)
+        parts.append(f"{shown['delta_accuracy'] * 100:+.1f} pt")
+    return " | ".join(p for p in parts if p)
 
 
 def clock_text(seconds: float | None) -> str:
@@ -95,8 +102,8 @@ class ProgressView:
             if event.type == "evaluation":  # its figures print now; the progress event written with it moves the bar
                 self._remember(metrics)
                 if metrics:
-                    self.line(f"step {data['step']}/{data.get('total_steps') or self.total} evaluation: "
-                              f"{figures_text(metrics)}")  # fmt: skip
+                    total = data.get("total_steps") or self.total
+                    self.line(f"eval {data['step']}/{total}: {figures_text(metrics)}")
                 return
             self.advance(int(data["step"]), int(data.get("total_steps") or 0), metrics, data.get("steps_per_second"))
         elif event.type == "status":

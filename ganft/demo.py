@@ -94,7 +94,7 @@ def run_job(api: Client, *, seed: int, steps: int | None, workdir: Path) -> int:
     }
     job = api.create_job(spec)
     labeled = int((train["y"] >= 0).sum())
-    say(f"job {job.id}: ssgan on {len(train['y'])} digits ({labeled} labeled), {len(test['y'])} held out")
+    say(f"{job.id}: ssgan, {len(train['y'])} digits ({labeled} labeled), {len(test['y'])} held out")
     with ProgressView(sys.stderr) as view:
         job = follow(api, job.id, view)
     summary = summary_lines(job)  # the same summary as `ganft jobs watch`
@@ -110,8 +110,8 @@ def run_job(api: Client, *, seed: int, steps: int | None, workdir: Path) -> int:
     for line in summary:
         say(line)
     shown = f"{reported:.4f}" if reported is not None else "n/a"
-    say(f"checked: the downloaded model.pt2 (sha256 verified), loaded with plain torch.export.load, scores "
-        f"{accuracy:.4f} on the {len(test['y'])} held-out digits (metrics.json: {shown})")
+    say("checked: the downloaded model.pt2 (sha256 verified) loads with plain torch.export.load")
+    say(f"         and scores {accuracy:.4f} on the {len(test['y'])} held-out digits (metrics.json: {shown})")
     say(f"files in {workdir}")
     return 0
 
@@ -143,6 +143,6 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="demo-", dir=data_dir))
     stack = EmbeddedStack(settings, port=free_port(), logs=settings.data_dir.resolve() / "logs")
-    sys.stderr.write(f"starting the embedded stack in {data_dir} (its logs: {stack.logs})\n")
+    sys.stderr.write(f"starting the embedded stack in {data_dir} (logs in {stack.logs.name}/)\n")
     with stack, Client(stack.url, stack.key, timeout=120.0) as api:
         return run_job(api, seed=seed, steps=steps, workdir=workdir)

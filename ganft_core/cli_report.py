@@ -39,11 +39,16 @@ def bar_figures(latest: Mapping[str, float]) -> str:
 
 
 def evaluation_line(step: int, total: int, metrics: Mapping[str, float]) -> str:
-    """`step 500/1500 evaluation: acc 0.8123 F1 0.8011 control acc 0.7702 (+4.2 pt)`."""
-    parts = [figure(k, v) for k, v in metrics.items() if k != "delta_accuracy" and not k.startswith("delta_")]
+    """`eval 500/1500: acc 0.8123 F1 0.8011 | control acc 0.7702 F1 0.7650 | +4.2 pt` (the control's figures
+    after the GAN's, the accuracy difference last: fits 80 columns)."""
+    ours = {k: v for k, v in metrics.items() if not k.startswith(("control_", "delta_"))}
+    control = {k.removeprefix("control_"): v for k, v in metrics.items() if k.startswith("control_")}
+    parts = [" ".join(figure(k, v) for k, v in ours.items())]
+    if control:
+        parts.append("control " + " ".join(figure(k, v) for k, v in control.items()))
     if "delta_accuracy" in metrics:
-        parts.append(f"({metrics['delta_accuracy'] * 100:+.1f} pt)")
-    return f"step {step}/{total} evaluation: " + " ".join(parts)
+        parts.append(f"{metrics['delta_accuracy'] * 100:+.1f} pt")
+    return f"eval {step}/{total}: " + " | ".join(p for p in parts if p)
 
 
 def clock_text(seconds: float | None) -> str:

@@ -20,6 +20,8 @@ from tests.cli.helpers import Ganft
 from tests.sdk.test_client import tiny_npz
 
 WORKER = "w-cli-test"
+EVALUATION = {"accuracy": 0.5, "macro_f1": 0.4, "control_accuracy": 0.45, "control_macro_f1": 0.4,
+              "delta_accuracy": 0.05}  # what an ssgan evaluation event carries (ssgan_report.headline)
 
 
 @pytest.fixture
@@ -91,7 +93,7 @@ def test_plain_progress_lines_off_a_terminal(ganft: Ganft, engine: Engine, tmp_p
     """stderr is a pipe: no bar frames (no carriage returns or escape codes), a plain line per progress report
     with `--every 0`, each evaluation as its own line, status changes; nothing but the summary on stdout."""
     job_id = _job(ganft, tmp_path)
-    _run(engine, job_id, [(2, {"loss_d": 1.5}, None), (5, {"loss_d": 0.9}, {"accuracy": 0.5, "macro_f1": 0.4}),
+    _run(engine, job_id, [(2, {"loss_d": 1.5}, None), (5, {"loss_d": 0.9}, EVALUATION),
                           (10, {"loss_d": 0.05}, None)])  # fmt: skip
     _succeed(engine, job_id, {"ssgan": {"accuracy": 0.5, "macro_f1": 0.4}, "control": None, "verdict": None})
     done = ganft.run("jobs", "watch", job_id, "--every", "0")
@@ -102,7 +104,7 @@ def test_plain_progress_lines_off_a_terminal(ganft: Ganft, engine: Engine, tmp_p
         "status: queued",
         "status: running",
         "step 2/10 (20%) 2.5 step/s eta 0:00:03 D 1.5",
-        "step 5/10 evaluation: acc 0.5 F1 0.4",
+        "eval 5/10: acc 0.5 F1 0.4 | control acc 0.45 F1 0.4 | +5.0 pt",
         "step 5/10 (50%) 2.5 step/s eta 0:00:02 acc 0.5 D 0.9",
         "step 10/10 (100%) 2.5 step/s eta 0:00:00 acc 0.5 D 0.05",
         "status: succeeded",

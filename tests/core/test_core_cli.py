@@ -179,7 +179,7 @@ def test_plain_progress_off_a_terminal() -> None:
         "step 0/100 (0%) eta -:--:-- D 1",
         "step 20/100 (20%) 2.0 step/s eta 0:00:40 D 0.04762",
         "step 40/100 (40%) 2.0 step/s eta 0:00:30 D 0.02439",
-        "step 50/100 evaluation: acc 0.8125 F1 0.75 control acc 0.75 (+6.2 pt)",
+        "eval 50/100: acc 0.8125 F1 0.75 | control acc 0.75 | +6.2 pt",
         "step 60/100 (60%) 2.0 step/s eta 0:00:20 acc 0.8125 D 0.01639",
         "step 80/100 (80%) 2.0 step/s eta 0:00:10 acc 0.8125 D 0.01235",
         "step 100/100 (100%) 2.0 step/s eta 0:00:00 acc 0.8125 D 0.009901",
@@ -204,4 +204,4 @@ def test_the_bar_fits_80_columns() -> None:
     bar = bars[-1]
     assert len(bar) <= 80 and "46.0 step/s" in bar and "eta 0:00:08" in bar and "acc 0.873 D 0.0431" in bar
     assert "lr_d" not in bar and "G " not in bar
-    assert "step 1150/1500 evaluation: acc 0.873" in screen.split(bar)[0]  # printed above the bar
+    assert "eval 1150/1500: acc 0.873 F1 0.87" in screen.split(bar)[0]  # printed above the bar
