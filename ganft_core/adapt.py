@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 GRID_SAMPLES = 64  # images in samples.png (8×8)
 GRID_SEED = 20_240_601  # fixed latents for the grids: the same z at every evaluation
 EVAL_SEED = 7  # fixed latents for FID/KID, so evaluations differ only by the weights
+INDEX_SEED_OFFSET = 1_000_003  # the batch-index generator's seed is the job's seed plus this
 PICTURES = ("samples.png", "curves.png")  # rewritten at every evaluation (and the final ones)
 NO_EVALUATOR = "none: no evaluator model or Inception weights given, FID/KID not computed"
 
@@ -72,12 +73,17 @@ def train_adapt(
         raise DatasetError(f"the validation set needs at least 2 images for FID/KID, it has {len(validation)}")
     run.seed_everything(seed, deterministic=hp.deterministic)
     cuda = device.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
-    reals = torch.from_numpy(data.x).to(device).contiguous(memory_format=fmt)  # N×C×H×W in [0,1], on device once
-    eval_reals = torch.from_numpy((validation if validation is not None else data).x)
+    # N×C×H×W in [0,1] batches: the whole set on the device when it fits, else gathered from RAM or the
+    # memory-mapped stored form a batch at a time, the next one prefetched while a step runs (data/feed.py).
+    reals = data.feed(device, channels_last=cuda)
+    # Batch indices come from their own generator (on the device when the set is there: no host sync), so
+    # the next batch can be drawn and prefetched early without moving any other random stream.
+    idx_gen = torch.Generator(device=device if reals.on_device else "cpu").manual_seed(seed + INDEX_SEED_OFFSET)
+    eval_data = validation if validation is not None else data
     run.write_spec(out_dir, {
         "method": "adapt", "hyperparameters": hp.model_dump(), "seed": seed,
         "data": dataset_stats(data), "validation": dataset_stats(validation) if validation is not None else None,
+        "data_path": {"on_device": reals.on_device, "stored_bytes": reals.nbytes, "storage": data.storage},
         "base_model": str(base_model) if base_model else None, "device": str(device),
     })
 
@@ -104,7 +110,7 @@ def train_adapt(
                         batch_size=hp.batch_size, p=p0, device=device)
     ev = load_evaluator(evaluator=evaluator, inception_weights=inception_weights)
     ev = ev.to(device) if ev is not None else None
-    real_stats = FeatureStats.of(ev.features(eval_reals)) if ev is not None else None
+    real_stats = FeatureStats.of_batches(ev, eval_data.feed(device, max_device_bytes=0)) if ev is not None else None
     grid_z = torch.randn(GRID_SAMPLES, nets.z_dim, generator=torch.Generator().manual_seed(GRID_SEED)).to(device)
 
     # ---------------------------------------------------------------- resume
@@ -121,6 +127,8 @@ def train_adapt(
         opt_d.load_state_dict(ckpt["opt_d"])
         ada.load_state_dict(ckpt["ada"])
         run.restore_rng_state(ckpt["rng"])
+        if "index_rng" in ckpt:
+            idx_gen.set_state(ckpt["index_rng"])
         step, history = int(ckpt["step"]), list(ckpt["history"])
         started -= float(ckpt.get("elapsed_s", 0.0))  # "seconds" counts every attempt of the run
         nets.notes.append(f"resumed from {ckpt_path.name} at step {step}")
@@ -132,7 +140,8 @@ def train_adapt(
         path = run.save_checkpoint(out_dir, at, {
             "method": "adapt", "step": at, "G": g.state_dict(), "D": d.state_dict(), "G_ema": ema.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "ada": ada.state_dict(),
-            "rng": run.capture_rng_state(), "history": history, "elapsed_s": time.monotonic() - started,
+            "rng": run.capture_rng_state(), "index_rng": idx_state, "history": history,
+            "elapsed_s": time.monotonic() - started,
         }, keep_last=3)
         progress(ProgressUpdate("checkpoint", at, hp.steps, {}, path=str(path.relative_to(out_dir))))
 
@@ -162,6 +171,13 @@ def train_adapt(
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # any non-finite loss since the last check
     last: dict[str, torch.Tensor] = {}
     r1 = torch.zeros((), device=device)  # the latest R1 value (computed every r1_every steps)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        """(generator state before the draw, the next batch's indices); the state is what a checkpoint keeps."""
+        state = idx_gen.get_state()
+        return state, torch.randint(len(reals), (hp.batch_size,), generator=idx_gen, device=idx_gen.device)
+
+    idx_state, idx = draw()
     while step < hp.steps:
         if should_abort():
             _check(nonfinite, last, step)
@@ -171,8 +187,10 @@ def train_adapt(
 
         # ---- D step: logistic loss on augmented reals and fakes, lazy R1 on reals
         do_r1 = hp.r1_gamma > 0 and step % hp.r1_every == 0
-        idx = torch.randint(reals.shape[0], (hp.batch_size,), device=device)
-        real = reals[idx].detach().requires_grad_(do_r1)
+        real = reals.gather(idx).requires_grad_(do_r1)
+        if step + 1 < hp.steps:
+            idx_state, idx = draw()
+            reals.prefetch(idx)  # gathered (and copied to the device) while this step runs
         with torch.no_grad(), run.autocast(device):
             fake = g(torch.randn(hp.batch_size, nets.z_dim, device=device))
         with run.autocast(device):

@@ -30,6 +30,7 @@ from ganft_core.errors import ModelError
 
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
+KID_MAX_FEATURES = 10_000  # feature vectors of a set kept for KID (FID's stats always use every image)
 _KID_FULL_KERNEL = 5000  # up to this many samples per set, kernels are computed once for all subsets
 
 
@@ -47,6 +48,43 @@ class FeatureStats:
         if f.shape[0] < 2:
             raise ValueError("need at least 2 feature vectors for a covariance")
         return cls(features=f, mu=f.mean(0), sigma=torch.cov(f.T).reshape(f.shape[1], f.shape[1]))
+
+
+    @classmethod
+    def of_batches(cls, ev: Evaluator, feed: Any, *, keep: int = KID_MAX_FEATURES, seed: int = 0) -> FeatureStats:
+        """The stats of every image of `feed` (a `ganft_core.data.feed.Feed`), read `ev.batch_size` at a time.
+
+        Up to `keep` images, every feature vector is kept and the stats equal `of(features)` exactly. Past
+        that, mean and covariance come from running float64 sums (about the batch mean of the first batch,
+        for precision) over all images, and KID keeps a seeded random sample of `keep` feature vectors:
+        its estimate is unbiased in the sample size, and the memory stays `keep`×D whatever the set's size.
+        """
+        n = len(feed)
+        if n <= keep:
+            return cls.of(torch.cat([ev.features(batch) for batch in feed.iter_batches(ev.batch_size)]))
+        kept_at = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:keep].sort().values
+        kept: list[torch.Tensor] = []
+        shift: torch.Tensor | None = None
+        total: torch.Tensor | None = None
+        outer: torch.Tensor | None = None
+        start = 0
+        for batch in feed.iter_batches(ev.batch_size):
+            f = ev.features(batch)  # b×D float64 on CPU
+            if shift is None:
+                shift = f.mean(0)
+                total = torch.zeros_like(shift)
+                outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64)
+            assert total is not None and outer is not None
+            centred = f - shift
+            total += centred.sum(0)
+            outer += centred.T @ centred
+            lo, hi = torch.searchsorted(kept_at, torch.tensor([start, start + len(f)]))
+            kept.append(f[kept_at[lo:hi] - start])
+            start += len(f)
+        assert shift is not None and total is not None and outer is not None
+        mean_c = total / n
+        sigma = (outer - n * torch.outer(mean_c, mean_c)) / (n - 1)
+        return cls(features=torch.cat(kept), mu=shift + mean_c, sigma=sigma)
 
 
 def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
