@@ -26,15 +26,21 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """What an uploaded archive may hold. The defaults fit a 2 GiB upload of small images."""
+    """What an uploaded archive may hold.
 
-    max_entries: int = 100_000  # entries in the zip (files and folders)
-    max_member_bytes: int = 1 << 30  # uncompressed size of one member (an npz's x.npy can be large)
-    max_total_bytes: int = 2 << 30  # uncompressed size of all members together
+    The size limits are about disk, not RAM: datasets are decoded a few MiB (or one image) at a time
+    into the memory-mapped stored form (stored.py), so they fit a tens-of-GiB upload. What stops a
+    zip bomb is the compression ratio of each member and the total, both checked while inflating.
+    (The in-memory loader, `load_dataset` without `stored`, needs 4 bytes of RAM per value.)
+    """
+
+    max_entries: int = 1_000_000  # entries in the zip (files and folders); ~0.5 KiB of RAM each while read
+    max_member_bytes: int = 1 << 36  # uncompressed size of one member (an npz's x.npy): 64 GiB
+    max_total_bytes: int = 1 << 36  # uncompressed size of all members together: 64 GiB
     max_ratio: float = 200.0  # uncompressed / compressed size of one member (deflate tops out near 1032)
     ratio_floor_bytes: int = 1 << 20  # the ratio is checked only for members larger than this
     max_image_pixels: int = 4096 * 4096  # width × height of one image, checked from its header before decoding
-    max_dataset_values: int = 1 << 30  # elements of the decoded x (4 GiB as float32)
+    max_dataset_values: int = 1 << 36  # elements of the decoded x (64 GiB stored as uint8)
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,7 @@ def test_adapt_on_the_stored_form_is_bit_identical_to_the_in_memory_run(
     assert path["on_device"] is (not streamed) and path["storage"]["stored_bytes"] > 40 * 64
 
 
-def test_adapt_resumes_from_the_stored_form(
-    images_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_adapt_resumes_from_the_stored_form(images_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_MAX_DEVICE_BYTES, "0")  # the prefetched batch must survive the checkpoint
     stored = load_dataset(images_npz, stored=tmp_path / "stored")
     train(_spec(), stored, tmp_path / "straight", device="cpu")
