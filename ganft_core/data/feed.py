@@ -18,6 +18,7 @@ division, which the in-memory loader used); float32 data is returned as is.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -86,8 +87,10 @@ class Feed:
         if self.on_device:
             if self._rows is not None:
                 host = np.asarray(x[self._rows])  # a fresh array in RAM
+            elif isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.filename is not None:
+                host = _read_mapped(x)
             elif isinstance(x, np.memmap) or not x.flags.writeable or not x.flags.c_contiguous:
-                host = np.array(x, order="C")  # read a mapped file into RAM once (torch wants writable memory)
+                host = np.array(x, order="C")  # into RAM once (torch wants writable memory)
             else:
                 host = x  # shared with the caller on a CPU device, copied once to any other
             self._whole = torch.from_numpy(host).to(self.device)
@@ -181,3 +184,19 @@ class Feed:
 
 
 _TORCH_DTYPE = {np.uint8: torch.uint8, np.float32: torch.float32}
+
+
+def _read_mapped(x: np.memmap) -> np.ndarray:
+    """A whole memory-mapped array read into RAM with file reads, not through the map: pages touched
+    through a map stay in the process's RSS (as file pages) for as long as the map lives, doubling it."""
+    host = np.empty(x.shape, dtype=x.dtype)
+    view = host.data.cast("B")
+    with open(str(x.filename), "rb") as handle:
+        handle.seek(x.offset)
+        done = 0
+        while done < len(view):
+            got = handle.readinto(view[done : done + (64 << 20)])
+            if not got:
+                raise OSError(f"{x.filename} ends before the mapped array does")
+            done += got
+    return host
