@@ -39,6 +39,7 @@ from ganft_core.augment import augment_policy, diff_augment, strong_ops
 from ganft_core.classify_metrics import classification_metrics
 from ganft_core.config import SsganHyperparameters
 from ganft_core.data import align_validation, dataset_stats, split_validation
+from ganft_core.data.feed import Feed
 from ganft_core.data.types import Dataset, require_labeled_classes
 from ganft_core.errors import Aborted, DatasetError
 from ganft_core.images import save_curves, save_grid
@@ -101,11 +102,11 @@ def lr_factor(step: int, total: int, decay_start: float) -> float:
 
 
 @torch.inference_mode()
-def predict(net: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def predict(net: nn.Module, feed: Feed, device: torch.device) -> torch.Tensor:
     """Argmax class per example (N,), in eval mode and batches; the caller restores training mode."""
     net.eval()
     with run.autocast(device):
-        return torch.cat([net(x[i : i + EVAL_BATCH]).argmax(dim=1) for i in range(0, len(x), EVAL_BATCH)])
+        return torch.cat([net(x).argmax(dim=1) for x in feed.iter_batches(EVAL_BATCH)])
 
 
 def _prepare_data(hp: SsganHyperparameters, data: Dataset, validation: Dataset | None,
@@ -127,20 +128,19 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     total = hp.steps
     run.seed_everything(seed, deterministic=hp.deterministic)
 
-    # ---- data: labeled set, unlabeled pool (all training examples), validation; on the device once
+    # ---- data: labeled set, unlabeled pool (all training examples), validation. Each is a Feed: on the
+    # device whole when it fits (the fast path), else batches gathered from RAM or the memory-mapped
+    # stored form (GANFT_FEED_MAX_DEVICE_BYTES).
     train, val = _prepare_data(hp, data, validation, seed)
     image = train.layout.kind == "image"
     fmt = torch.channels_last if image and device.type == "cuda" else torch.contiguous_format
-
-    def to_device(a: Any) -> torch.Tensor:
-        t = torch.as_tensor(a).to(device)
-        return t.contiguous(memory_format=fmt) if t.dim() == 4 else t
-
-    labeled = train.labeled
-    x_lab, y_lab = to_device(train.x[labeled]), to_device(train.y[labeled])
-    x_unl = to_device(train.x)
-    val_mask = val.labeled
-    x_val, y_val = to_device(val.x[val_mask]), val.y[val_mask]
+    lab_set, val_set = train.subset(train.labeled), val.subset(val.labeled)
+    feed_lab, feed_unl, feed_val = (d.feed(device, channels_last=fmt == torch.channels_last)
+                                    for d in (lab_set, train, val_set))
+    y_lab, y_val = torch.as_tensor(lab_set.y).to(device), val_set.y
+    if not feed_unl.on_device:
+        log.info("ssgan: %d training examples (%d MiB as stored) are streamed from %s, not held on the device",
+                 len(feed_unl), feed_unl.nbytes >> 20, "the stored form" if train.is_mapped else "RAM")
 
     # ---- nets: classifier (= D), generator, control with the same initial weights
     clf = build_classifier(hp, train, base_model)
@@ -221,6 +221,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
                                  "backbone_lr_scale": backbone_scale, "head_warmup_steps": warmup,
                                  "batch_norm_frozen": bn_frozen, "weak_augment": weak_on,
                                  "diffaugment_ops": list(ops)},
+                    "data_path": {"on_device": feed_unl.on_device, "stored_bytes": feed_unl.nbytes,
+                                  "storage": getattr(train, "storage", None)},
                     "base_model": str(base_model) if base_model else None, "notes": notes,
                     "data": dataset_stats(train), "validation": dataset_stats(val)}
         run.write_spec(out_dir, resolved)
@@ -248,10 +250,10 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
 
     def evaluate() -> dict[str, Any]:
         """Full classification figures on the validation set for ssgan and (if run) the control."""
-        predictions["ssgan"] = predict(ema.module if ema else net, x_val, device).cpu()
+        predictions["ssgan"] = predict(ema.module if ema else net, feed_val, device).cpu()
         out: dict[str, Any] = {"ssgan": classification_metrics(y_val, predictions["ssgan"], train.classes)}
         if control is not None:
-            predictions["control"] = predict(ema_c.module if ema_c else control, x_val, device).cpu()
+            predictions["control"] = predict(ema_c.module if ema_c else control, feed_val, device).cpu()
             out["control"] = classification_metrics(y_val, predictions["control"], train.classes)
             set_train_mode(control, frozen_control, bn_frozen=bn_frozen)
         set_train_mode(net, frozen, bn_frozen=bn_frozen)
@@ -281,7 +283,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     figures: dict[str, Any] | None = None
     picture_names: list[str] = []
     g_params = list(gen.parameters())
-    n_lab, n_unl, b_lab, b_unl = len(x_lab), len(x_unl), hp.batch_size, hp.unlabeled_batch_size
+    n_lab, n_unl, b_lab, b_unl = len(feed_lab), len(feed_unl), hp.batch_size, hp.unlabeled_batch_size
     # pseudo-labels need a weak and a strong view: images only (on feature vectors both views are the input)
     pl_on, ent_on = image and hp.pseudo_label_weight > 0, hp.entropy_weight > 0
 
@@ -303,8 +305,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         i_unl_g = torch.randint(n_unl, (b_unl,), device=device, generator=sampler)
         z = torch.randn(b_unl, z_dim, device=device, generator=sampler)
         z_g = torch.randn(b_unl, z_dim, device=device, generator=sampler)
-        xl, yl = weak(x_lab[i_lab]), y_lab[i_lab]  # the same augmented labeled batch for both runs
-        xu = x_unl[i_unl]
+        xl, yl = weak(feed_lab.gather(i_lab)), y_lab[i_lab]  # the same augmented labeled batch for both runs
+        xu = feed_unl.gather(i_unl)
 
         # ---- step D: cross-entropy on labeled + real/fake terms on (augmented) unlabeled and detached
         # fakes + pseudo-labels. parametrize.cached: weight norm computed once per step, not per forward.
@@ -336,7 +338,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         # ---- step G: feature matching on D's penultimate features (D's weights get no gradient)
         with run.autocast(device), parametrize.cached():
             with torch.no_grad():
-                f_real = net.features(strong(x_unl[i_unl_g]))
+                f_real = net.features(strong(feed_unl.gather(i_unl_g)))
             fake = gen(z_g)
             f_fake = fake if feature_space else net.features(strong(fake))
         loss_g = feature_matching_loss(f_real.float(), f_fake.float())
@@ -395,8 +397,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     result = (verdict(y_val, predictions["ssgan"].numpy(), predictions["control"].numpy())
               if control is not None else None)
     metrics = {"method": "ssgan", "steps": total, "seed": seed, "class_names": list(train.classes),
-               "labeled_examples": len(x_lab), "unlabeled_examples": len(x_unl),
-               "validation_examples": len(x_val), "evaluated_with_ema": ema is not None,
+               "labeled_examples": len(feed_lab), "unlabeled_examples": len(feed_unl),
+               "validation_examples": len(feed_val), "evaluated_with_ema": ema is not None,
                "ssgan": figures["ssgan"], "control": figures.get("control"), **deltas(figures),
                "verdict": result, "notes": notes}
     run.write_json(out_dir / "metrics.json", metrics)

@@ -10,6 +10,7 @@ saved back in that same program format.
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +73,31 @@ def _architecture_args(name: str, train: Dataset, overrides: dict[str, Any]) -> 
     args["num_classes"] = len(train.classes)
     if "mean" in known and "mean" not in overrides:
         # Normalisation lives inside the model (exported classifiers take raw inputs).
-        args.update(data_normalization(torch.from_numpy(train.x)))
+        args.update(data_normalization(torch.from_numpy(normalization_sample(train).x)))
     args.update(SCRATCH_ARGUMENTS.get(name, {}))
     args.update(overrides)
     return args
+
+
+NORMALIZATION_SAMPLE = 10_000  # examples the input mean/std are computed from (all, up to this many)
+
+
+def normalization_sample(train: Dataset) -> Dataset:
+    """The examples whose mean/std become the net's input normalisation: all of them up to 10,000, else a
+    seeded sample of 10,000 (a stored dataset is read in batches, never materialised whole)."""
+    if len(train) <= NORMALIZATION_SAMPLE:
+        return train
+    pick = np.random.RandomState(0).choice(len(train), NORMALIZATION_SAMPLE, replace=False)
+    return train.subset(np.sort(pick))
+
+
+def value_range(train: Dataset) -> tuple[float, float]:
+    """(min, max) of the examples, read in batches."""
+    low, high = math.inf, -math.inf
+    for part in train.batches(65_536):
+        if part.size:
+            low, high = min(low, float(part.min())), max(high, float(part.max()))
+    return low, high
 
 
 def build_classifier(hp: SsganHyperparameters, train: Dataset, base_model: Path | None) -> Classifier:
@@ -157,7 +179,8 @@ def build_generator(hp: SsganHyperparameters, train: Dataset, feature_dim: int) 
     layout = train.layout
     if layout.kind == "features":
         # Improved-GAN's MNIST G; its sigmoid output fits data in [0, 1], anything else gets a linear output.
-        in_unit_range = bool(train.x.size) and float(train.x.min()) >= 0.0 and float(train.x.max()) <= 1.0
+        low, high = value_range(train)
+        in_unit_range = len(train) > 0 and low >= 0.0 and high <= 1.0
         args = {"out_shape": [layout.features], "z_dim": hp.z_dim, "output": "sigmoid" if in_unit_range else "linear"}
         return registry.build("mlp_g", args)
     try:
@@ -234,7 +257,7 @@ def save_classifier(
         save_model(net, meta, out_dir, stem=stem)
     names = [f"{stem}.safetensors", f"{stem}.json"]
     if export:
-        example = torch.from_numpy(np.ascontiguousarray(train.x[:2])).float()
+        example = torch.from_numpy(np.ascontiguousarray(train.subset(np.arange(min(2, len(train)))).x)).float()
         export_program(net, example, out_dir / f"{stem}.pt2")
         names.append(f"{stem}.pt2")
     return names

@@ -267,3 +267,29 @@ def test_image_run_with_augmentation_and_pseudo_labels_resumes_bit_identical(
         b = load_file(str(tmp_path / "resumed" / f"{stem}.safetensors"))
         for key in a:
             assert torch.equal(a[key], b[key]), f"{stem}.{key}"
+
+
+# ---------------------------------------------------------------- the stored form
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["on device", "streamed"])
+def test_ssgan_on_the_stored_form_is_bit_identical_to_the_in_memory_run(
+    tiny_images_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    from ganft_core.data import load_dataset
+    from ganft_core.data.feed import ENV_MAX_DEVICE_BYTES
+
+    spec = image_spec(deterministic=True, steps=10, eval_every=5, checkpoint_every=5)
+    train(spec, load_dataset(tiny_images_npz), tmp_path / "memory", device="cpu")
+    if streamed:
+        monkeypatch.setenv(ENV_MAX_DEVICE_BYTES, "0")  # every batch gathered from the memory map
+    stored = load_dataset(tiny_images_npz, stored=tmp_path / "stored")
+    assert stored.is_mapped
+    train(spec, stored, tmp_path / "mapped", device="cpu")
+    assert stored._x is None  # the float32 copy of the dataset was never built
+    for stem in ("model", "control", "generator"):
+        a = load_file(str(tmp_path / "memory" / f"{stem}.safetensors"))
+        b = load_file(str(tmp_path / "mapped" / f"{stem}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), stem
+    path = json.loads((tmp_path / "mapped" / "spec.json").read_text())["data_path"]
+    assert path["on_device"] is (not streamed)
