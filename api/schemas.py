@@ -69,6 +69,33 @@ class DatasetOut(_Out):
     created_at: Timestamp
 
 
+class UploadCreate(BaseModel):
+    """`POST /v1/datasets/uploads`: start a resumable upload of `size_bytes` bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name  # the dataset's name (its extension may give the format)
+    format: DatasetFormat | None = None  # required when the name's extension does not tell it
+    size_bytes: Annotated[int, Field(ge=1)]  # the whole file's size; at most GANFT_MAX_UPLOAD_BYTES
+
+
+class UploadComplete(BaseModel):
+    """`POST /v1/datasets/uploads/{id}/complete`: optionally the sha256 the client computed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")] | None = None  # checked against the assembled file
+
+
+class UploadOut(BaseModel):
+    id: str  # becomes the dataset's id once complete
+    name: str
+    format: DatasetFormat
+    size_bytes: int
+    offset: int  # bytes received so far: the next part starts here
+    created_at: Timestamp
+
+
 # ---------------------------------------------------------------- models
 
 

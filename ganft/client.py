@@ -12,8 +12,10 @@
   `Retry-After`; a connection that could not be opened is retried for every request; one that
   broke after the request was sent only for idempotent requests (GET, DELETE, and POST /v1/jobs,
   which always carries an `Idempotency-Key`, generated unless given).
-- Uploads stream from the file; downloads stream to `dest.part`, resume with `Range` after a
-  broken connection, and are renamed to `dest` only once the sha256 matches.
+- Uploads stream from the file; `upload_dataset_resumable` sends a large one in parts and carries
+  on after a broken connection (or a later call with its upload id); downloads stream to
+  `dest.part`, resume with `Range` after a broken connection, and are renamed to `dest` only
+  once the sha256 matches.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from ganft.client_types import (
 __all__ = ["ApiError", "ArtifactInfo", "ChecksumError", "Client", "Event", "TERMINAL_STATUSES"]
 
 CHUNK_BYTES = 1024 * 1024
+PART_BYTES = 64 * 1024 * 1024  # one part of a resumable upload: what a broken connection costs at most
 STREAM_RETRIES = 5  # consecutive failed (re)connections of an event stream or a download before giving up
 STREAM_RETRY_S = 1.0  # wait between event-stream reconnections (the server's `retry:` field overrides it)
 RETRY_STATUSES = frozenset({429, 503})
@@ -173,6 +176,68 @@ class Client:
         response = self.request(
             "POST", "/v1/datasets", params=params, headers=headers, parts=lambda: {"content": _file_chunks(path)}
         )
+        return Dataset.model_validate(response.json())
+
+    def upload_dataset_resumable(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        format: str | None = None,
+        upload_id: str | None = None,
+        part_bytes: int = PART_BYTES,
+        on_started: Callable[[str], None] | None = None,
+    ) -> Dataset:
+        """Upload a (large) dataset file in parts of `part_bytes` through `/v1/datasets/uploads`.
+
+        A part whose connection breaks is sent again from the offset the server reports; give the
+        `upload_id` of an earlier, interrupted call (passed to `on_started` when it began) to carry
+        on where it stopped instead of starting over. The server checks the file's sha256.
+        """
+        path = Path(path)
+        size = path.stat().st_size
+        if upload_id is None:
+            body: dict[str, Any] = {"name": name or path.name, "size_bytes": size}
+            if format is not None:
+                body["format"] = format
+            upload = self.request("POST", "/v1/datasets/uploads", json=body, idempotent=False).json()
+            upload_id = str(upload["id"])
+        else:
+            upload = self.request("GET", f"/v1/datasets/uploads/{upload_id}").json()
+            if upload["size_bytes"] != size:
+                raise ValueError(f"upload {upload_id} is of {upload['size_bytes']} bytes, {path} has {size}")
+        if on_started is not None:
+            on_started(upload_id)
+        offset, failures = int(upload["offset"]), 0
+        with open(path, "rb") as handle:
+            while offset < size:
+                handle.seek(offset)
+                part = handle.read(min(part_bytes, size - offset))
+                try:
+                    response = self._http.put(
+                        f"/v1/datasets/uploads/{upload_id}", params={"offset": offset}, content=part,
+                        headers={"Content-Type": "application/octet-stream"},
+                    )  # fmt: skip
+                except httpx.TransportError as exc:  # the part may or may not have arrived: ask
+                    failures += 1
+                    if failures > self.retries:
+                        raise
+                    log.info("upload %s: part at %d failed (%s); asking for the offset", upload_id, offset, exc)
+                    self.sleep(self._backoff(failures - 1))
+                    offset = int(self.request("GET", f"/v1/datasets/uploads/{upload_id}").json()["offset"])
+                    continue
+                if response.status_code == 409 and "upload-offset" in response.headers:
+                    offset = int(response.headers["upload-offset"])  # the server has more (or less) than we thought
+                    continue
+                if response.status_code in RETRY_STATUSES and failures < self.retries:
+                    failures += 1
+                    self.sleep(self._backoff(failures - 1, response))
+                    continue
+                raise_for_status(response)
+                offset, failures = int(response.json()["offset"]), 0
+        digest = _sha256_of(path)
+        response = self.request("POST", f"/v1/datasets/uploads/{upload_id}/complete", json={"sha256": digest},
+                                idempotent=False)  # fmt: skip
         return Dataset.model_validate(response.json())
 
     def get_dataset(self, dataset_id: str) -> Dataset:
@@ -376,6 +441,13 @@ class Client:
         finally:
             part.unlink(missing_ok=True)
         return dest
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    for chunk in _file_chunks(path):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:

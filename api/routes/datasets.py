@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import secrets
+from collections.abc import Iterator
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Annotated
@@ -14,11 +16,18 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import DatasetDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from api.problems import Problem, invalid, not_found
-from api.schemas import DatasetFormat, DatasetOut, ListOf
-from api.uploads import ReceivedFile, check_declared_length, receive_multipart, receive_raw
+from api.schemas import DatasetFormat, DatasetOut, ListOf, UploadComplete, UploadCreate, UploadOut
+from api.uploads import (
+    WRITE_BUFFER_BYTES,
+    ReceivedFile,
+    check_declared_length,
+    receive_multipart,
+    receive_raw,
+    too_large,
+)
 from api.validation import inspect_dataset
 from ganft.db.session import session_scope
-from ganft.db.tables import new_id
+from ganft.db.tables import Dataset, new_id
 from ganft.repo import datasets
 from ganft.repo.pages import InvalidCursor
 from ganft.store import Store
@@ -119,6 +128,168 @@ async def upload_dataset(
         with anyio.CancelScope(shield=True):  # a dropped client must not leave the file behind
             await run_in_threadpool(_discard, engine, store, dataset_id)
         raise
+
+
+# ---------------------------------------------------------------- resumable uploads
+
+
+def _upload_out(row: Dataset) -> UploadOut:
+    state = datasets.upload_state(row)
+    return UploadOut(id=row.id, name=row.name, format=row.format, size_bytes=state["size_bytes"],  # type: ignore[arg-type]
+                     offset=state["offset"], created_at=row.created_at)
+
+
+@router.post("/uploads", status_code=201, response_model=UploadOut)
+def create_upload(body: UploadCreate, session: SessionDep, tenant: TenantDep, settings: SettingsDep) -> UploadOut:
+    """Start a resumable upload: then PUT its parts in order and POST `complete` (see README)."""
+    if body.size_bytes > settings.max_upload_bytes:
+        raise too_large(settings.max_upload_bytes)
+    fmt = _pick_format(body.format, body.name)
+    row = datasets.create_resumable(session, dataset_id=new_id("ds"), tenant_id=tenant.tenant_id, name=body.name,
+                                    fmt=fmt, size_bytes=body.size_bytes)
+    session.commit()
+    return _upload_out(row)
+
+
+@router.get("/uploads/{upload_id}", response_model=UploadOut)
+def get_upload(upload_id: str, session: SessionDep, tenant: TenantDep) -> UploadOut:
+    """An unfinished upload and its `offset`: where the next part (or the resent one) starts."""
+    row = datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id)
+    if row is None:
+        raise not_found("upload", upload_id)
+    return _upload_out(row)
+
+
+@router.put("/uploads/{upload_id}", response_model=UploadOut,
+            openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {}}}})
+async def put_upload_part(
+    upload_id: str,
+    request: Request,
+    tenant: TenantDep,
+    store: StoreDep,
+    offset: Annotated[int, Query(ge=0)],
+) -> UploadOut:
+    """Add the raw body as the part at `offset` (which must be the upload's offset; 409 with it otherwise)."""
+    engine = request.app.state.engine
+
+    def current() -> Dataset:
+        with session_scope(engine) as session:
+            row = datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id)
+            if row is None:
+                raise not_found("upload", upload_id)
+            session.expunge(row)
+            return row
+
+    row = await run_in_threadpool(current)
+    state = datasets.upload_state(row)
+    if offset != state["offset"]:
+        raise _offset_conflict(state["offset"], offset)
+    key = datasets.part_key_for(upload_id, offset, secrets.token_hex(6))
+    received = await receive_raw(request, store=store, key=key, max_bytes=state["size_bytes"] - offset)
+    if received.size == 0:
+        await run_in_threadpool(store.delete, key)
+        raise invalid("body", "an upload part must hold at least one byte")
+
+    def record() -> Dataset | None:
+        with session_scope(engine) as session:
+            done = datasets.add_part(session, tenant_id=tenant.tenant_id, dataset_id=upload_id, offset=offset,
+                                     key=key, size=received.size)
+            if done is None:
+                return None
+            row = datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id)
+            assert row is not None
+            session.expunge(row)
+            return row
+
+    try:
+        updated = await run_in_threadpool(record)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(store.delete, key)
+        raise
+    if updated is None:  # another request added this part first
+        await run_in_threadpool(store.delete, key)
+        latest = await run_in_threadpool(current)
+        raise _offset_conflict(datasets.upload_state(latest)["offset"], offset)
+    return _upload_out(updated)
+
+
+def _offset_conflict(expected: int, given: int) -> Problem:
+    return Problem(409, f"the upload's offset is {expected}, not {given}: send the part that starts at {expected}",
+                   headers={"Upload-Offset": str(expected)})
+
+
+@router.post("/uploads/{upload_id}/complete", status_code=201, response_model=DatasetOut)
+async def complete_upload(
+    upload_id: str, request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep,
+    body: UploadComplete | None = None,
+) -> DatasetOut:
+    """Assemble the parts, check the sha256 (when given), validate the dataset; 201 Dataset."""
+    engine = request.app.state.engine
+
+    def current() -> Dataset:
+        with session_scope(engine) as session:
+            row = datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id)
+            if row is None:
+                raise not_found("upload", upload_id)
+            session.expunge(row)
+            return row
+
+    row = await run_in_threadpool(current)
+    state = datasets.upload_state(row)
+    if state["offset"] != state["size_bytes"]:
+        raise _offset_conflict(state["offset"], state["size_bytes"])
+    key = datasets.storage_key_for(upload_id)
+
+    def assemble() -> tuple[int, str]:
+        def chunks() -> Iterator[bytes]:
+            for part in state["parts"]:
+                with store.open_read(part["key"]) as reader:
+                    while chunk := reader.read(WRITE_BUFFER_BYTES):
+                        yield chunk
+
+        return store.put_stream(key, chunks())
+
+    try:
+        size, sha256 = await run_in_threadpool(assemble)
+        if size != state["size_bytes"]:
+            raise Problem(500, f"the assembled upload holds {size} bytes, not {state['size_bytes']}")
+        if body is not None and body.sha256 is not None and body.sha256 != sha256:
+            raise invalid("sha256", f"the uploaded bytes hash to {sha256}; the upload is discarded, start again")
+        for part in state["parts"]:
+            await run_in_threadpool(store.delete, part["key"])
+        stats = await anyio.to_thread.run_sync(
+            partial(inspect_dataset, store.local_path(key), row.format, timeout_s=settings.inspect_timeout_s,
+                    max_memory_bytes=settings.inspect_max_memory_bytes),
+            limiter=request.app.state.inspect_limiter,
+        )
+
+        def finish() -> DatasetOut:
+            with session_scope(engine) as session:
+                ready = datasets.mark_ready(session, dataset_id=upload_id, name=row.name, fmt=row.format,
+                                            size_bytes=size, sha256=sha256, stats=stats)
+                return DatasetOut.model_validate(ready)
+
+        return await run_in_threadpool(finish)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_discard, engine, store, upload_id)
+        raise
+
+
+@router.delete("/uploads/{upload_id}", status_code=204)
+async def abort_upload(upload_id: str, request: Request, tenant: TenantDep, store: StoreDep) -> Response:
+    """Abandon an unfinished upload and its parts."""
+    engine = request.app.state.engine
+
+    def exists() -> bool:
+        with session_scope(engine) as session:
+            return datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id) is not None
+
+    if not await run_in_threadpool(exists):
+        raise not_found("upload", upload_id)
+    await run_in_threadpool(_discard, engine, store, upload_id)
+    return Response(status_code=204)
 
 
 async def _receive(request: Request, *, store: Store, key: str, max_bytes: int) -> tuple[ReceivedFile, dict[str, str]]:

@@ -52,6 +52,58 @@ def mark_ready(
     return session.get_one(Dataset, dataset_id, populate_existing=True)
 
 
+# ---------------------------------------------------------------- resumable uploads
+# A resumable upload is an `uploading` row whose `stats` holds {"upload": {size_bytes, offset, parts}} until it
+# completes (then `stats` becomes the inspector's summary). Each part is a file of its own in the store, written
+# whole or not at all, so a dropped connection loses at most the part in flight.
+
+
+def create_resumable(
+    session: Session, *, dataset_id: str, tenant_id: str, name: str, fmt: str, size_bytes: int
+) -> Dataset:
+    row = create_uploading(session, dataset_id=dataset_id, tenant_id=tenant_id, name=name, fmt=fmt)
+    row.stats = {"upload": {"size_bytes": size_bytes, "offset": 0, "parts": []}}
+    session.flush()
+    return row
+
+
+def part_key_for(dataset_id: str, offset: int, token: str) -> str:
+    """Where one part lives until the upload completes (under the dataset's prefix: deleted with it)."""
+    return f"datasets/{dataset_id}/parts/{offset:016d}-{token}"
+
+
+def get_resumable(session: Session, *, tenant_id: str, dataset_id: str, lock: bool = False) -> Dataset | None:
+    """The tenant's unfinished resumable upload `dataset_id`, None otherwise; `lock` holds the row until commit."""
+    query = select(Dataset).where(
+        Dataset.id == dataset_id, Dataset.tenant_id == tenant_id, Dataset.status == "uploading"
+    )
+    if lock:
+        query = query.with_for_update()
+    row = session.scalars(query).one_or_none()
+    return row if row is not None and "upload" in (row.stats or {}) else None
+
+
+def upload_state(row: Dataset) -> dict[str, Any]:
+    """{size_bytes, offset, parts: [{key, offset, size}]} of a resumable upload row."""
+    state: dict[str, Any] = row.stats["upload"]
+    return state
+
+
+def add_part(session: Session, *, tenant_id: str, dataset_id: str, offset: int, key: str, size: int) -> int | None:
+    """Append the stored part `key` (`size` bytes at `offset`) and return the new offset; None when the upload's
+    offset is no longer `offset` (another request added that part first) or the upload is gone."""
+    row = get_resumable(session, tenant_id=tenant_id, dataset_id=dataset_id, lock=True)
+    if row is None:
+        return None
+    state = upload_state(row)
+    if state["offset"] != offset or offset + size > state["size_bytes"]:
+        return None
+    parts = [*state["parts"], {"key": key, "offset": offset, "size": size}]
+    row.stats = {"upload": {**state, "offset": offset + size, "parts": parts}}  # a new value: the change is seen
+    session.flush()
+    return offset + size
+
+
 def discard_upload(session: Session, *, dataset_id: str) -> None:
     """Remove the row of an upload that failed (its file is removed by the caller)."""
     session.execute(delete(Dataset).where(Dataset.id == dataset_id, Dataset.status == "uploading"))
