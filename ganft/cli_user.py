@@ -125,8 +125,33 @@ def show_detail(value: Any, args: argparse.Namespace) -> int:
 DATASET_COLUMNS = ("id", "name", "format", "size_bytes", "created_at")
 
 
+RESUMABLE_ABOVE_MIB = 256  # files larger than this go up in parts (resumable) unless told otherwise
+
+
+def _whole(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {raw!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, not {value}")
+        return value
+
+    return parse
+
+
 def _datasets_upload(api: Client, args: argparse.Namespace) -> int:
-    return show(api.upload_dataset(args.path, name=args.name, format=args.format), args, DATASET_COLUMNS)
+    size_mib = args.path.stat().st_size / 1024**2
+    if args.resume is None and size_mib <= args.resumable_above_mib:
+        return show(api.upload_dataset(args.path, name=args.name, format=args.format), args, DATASET_COLUMNS)
+
+    def started(upload_id: str) -> None:  # stderr: stdout stays the dataset (for --json and scripts)
+        sys.stderr.write(f"upload {upload_id}: if it is interrupted, carry on with --resume {upload_id}\n")
+
+    dataset = api.upload_dataset_resumable(args.path, name=args.name, format=args.format, upload_id=args.resume,
+                                           part_bytes=args.part_mib * 1024**2, on_started=started)  # fmt: skip
+    return show(dataset, args, DATASET_COLUMNS)
 
 
 def _datasets_list(api: Client, args: argparse.Namespace) -> int:
@@ -203,6 +228,10 @@ def add_commands(commands: Any) -> None:
     upload.add_argument("path", type=Path)
     upload.add_argument("--name", default=None)
     upload.add_argument("--format", choices=("npz", "csv", "imagefolder"), default=None)
+    upload.add_argument("--resumable-above-mib", type=_whole(0), default=RESUMABLE_ABOVE_MIB,
+                        help=f"files larger than this (MiB) go up in resumable parts (default {RESUMABLE_ABOVE_MIB})")
+    upload.add_argument("--part-mib", type=_whole(1), default=64, help="part size of a resumable upload (MiB)")
+    upload.add_argument("--resume", metavar="UPLOAD_ID", default=None, help="carry on an interrupted upload")
     upload.set_defaults(run=with_client(_datasets_upload))
     listing = sub.add_parser("list", parents=[common], help="your datasets, newest first")
     listing.add_argument("--limit", type=int, default=50)
