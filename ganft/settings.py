@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     broker_url: str = ""  # Celery broker; default: kombu filesystem transport in data_dir
     store_url: str = ""  # artifact store; default: file:// folder in data_dir
 
-    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)  # datasets and models, per upload
+    max_upload_bytes: int = Field(default=32 * 1024**3, ge=1)  # datasets and models, per upload (disk, not RAM)
     max_json_bytes: int = Field(default=1024**2, ge=1024)  # JSON request bodies
     rate_limit_per_s: float = Field(default=200.0, gt=0)  # sustained requests per API key
     rate_limit_burst: int = Field(default=400, ge=1)  # token bucket size per API key
