@@ -54,7 +54,8 @@ def digits_npz() -> bytes:
 
 
 def run_cli(spec_path: Path, data: Path, out: Path, threads: int) -> dict[str, Any]:
-    command = [sys.executable, "-m", "ganft_core", "train", str(spec_path), "--data", str(data), "--out", str(out)]
+    command = [sys.executable, "-m", "ganft_core", "train", str(spec_path), "--data", str(data), "--out", str(out),
+               "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads, as the worker's child sets
     load = common.load_average()
     start = time.perf_counter()
