@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from ganft_core import run
 from ganft_core.adapt_nets import build_nets, d_blocks, freeze_lowest_blocks, set_train_mode
 from ganft_core.augment import AdaController, diff_augment
 from ganft_core.config import AdaptHyperparameters
-from ganft_core.data.types import Dataset, dataset_stats
+from ganft_core.data.types import Dataset, Layout, dataset_stats
 from ganft_core.errors import Aborted, DatasetError, NanLossError, SpecError
 from ganft_core.fid import Evaluator, FeatureStats, frechet_distance, kernel_inception_distance, load_evaluator
 from ganft_core.images import save_curves, save_grid
@@ -89,6 +90,10 @@ def train_adapt(
 
     # ---------------------------------------------------------------- nets and optimisers
     nets = build_nets(hp, data.layout, base_model)
+    image = nets.image or data.layout  # what G makes and D takes
+    fit_train, fit_eval, fit_note = fit_images(hp.large_images, data.layout, image)
+    if fit_note:
+        nets.notes.append(fit_note)
     g, d = nets.generator.to(device), nets.discriminator.to(device)
     if cuda:
         g.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
@@ -110,7 +115,9 @@ def train_adapt(
                         batch_size=hp.batch_size, p=p0, device=device)
     ev = load_evaluator(evaluator=evaluator, inception_weights=inception_weights)
     ev = ev.to(device) if ev is not None else None
-    real_stats = FeatureStats.of_batches(ev, eval_data.feed(device, max_device_bytes=0)) if ev is not None else None
+    real_stats = None
+    if ev is not None:
+        real_stats = FeatureStats.of_batches(ev, _Fitted(eval_data.feed(device, max_device_bytes=0), fit_eval))
     grid_z = torch.randn(GRID_SAMPLES, nets.z_dim, generator=torch.Generator().manual_seed(GRID_SEED)).to(device)
 
     # ---------------------------------------------------------------- resume
@@ -187,7 +194,7 @@ def train_adapt(
 
         # ---- D step: logistic loss on augmented reals and fakes, lazy R1 on reals
         do_r1 = hp.r1_gamma > 0 and step % hp.r1_every == 0
-        real = reals.gather(idx).requires_grad_(do_r1)
+        real = fit_train(reals.gather(idx)).requires_grad_(do_r1)
         if step + 1 < hp.steps:
             idx_state, idx = draw()
             reals.prefetch(idx)  # gathered (and copied to the device) while this step runs
@@ -245,9 +252,62 @@ def train_adapt(
         evaluate(step)
 
     # ---------------------------------------------------------------- artifacts
-    return _finish(hp, data, out_dir, g_ema=ema.module, d=d, history=history, ev=ev, z_dim=nets.z_dim,
+    return _finish(hp, image, out_dir, g_ema=ema.module, d=d, history=history, ev=ev, z_dim=nets.z_dim,
                    against="validation set" if validation is not None else "training images",
                    started=started, progress=progress)
+
+
+Fit = Callable[[torch.Tensor], torch.Tensor]
+
+
+def fit_images(policy: str, data: Layout, image: Layout) -> tuple[Fit, Fit, str | None]:
+    """(training fit, evaluation fit, note) taking N×C×H×W batches of `data`'s size to `image`'s (G's output).
+
+    - "resize": antialiased bilinear to G's size, the same in training and for FID/KID;
+    - "random_crop": a random window per image in training (offsets from torch's RNG on the batch's
+      device, which checkpoints keep), the centre window for FID/KID.
+    Identity when the sizes agree. The stored data is never changed: this runs on each batch.
+    """
+    h, w = image.height, image.width
+    if (data.height, data.width) == (h, w):
+        return _same, _same, None
+    size = f"{data.width}×{data.height} images, {w}×{h} networks"
+    if policy == "resize":
+        def resize(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+        return resize, resize, f"large images: {size}: resized (antialiased bilinear) in training and for FID/KID"
+
+    def random_crop(x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        top = torch.randint(data.height - h + 1, (n, 1), device=x.device) + torch.arange(h, device=x.device)
+        left = torch.randint(data.width - w + 1, (n, 1), device=x.device) + torch.arange(w, device=x.device)
+        rows = torch.arange(n, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        return x[rows, chans, top[:, None, :, None], left[:, None, None, :]]  # N×C×h×w
+
+    def centre(x: torch.Tensor) -> torch.Tensor:
+        top, left = (data.height - h) // 2, (data.width - w) // 2
+        return x[:, :, top : top + h, left : left + w]
+
+    return random_crop, centre, f"large images: {size}: random crops in training, the centre crop for FID/KID"
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class _Fitted:
+    """A Feed whose ordered batches pass through `fit` (what FeatureStats.of_batches reads)."""
+
+    def __init__(self, feed: Any, fit: Fit) -> None:
+        self.feed, self.fit = feed, fit
+
+    def __len__(self) -> int:
+        return len(self.feed)
+
+    def iter_batches(self, batch: int) -> Iterator[torch.Tensor]:
+        return (self.fit(b) for b in self.feed.iter_batches(batch))
 
 
 def _check(nonfinite: torch.Tensor, last: dict[str, torch.Tensor], step: int) -> dict[str, float]:
@@ -273,12 +333,12 @@ def _fid_kid(g: torch.nn.Module, ev: Evaluator, real: FeatureStats, n: int, z_di
             "kid": kernel_inception_distance(fake.features, real.features)}
 
 
-def _finish(hp: AdaptHyperparameters, data: Dataset, out_dir: Path, *, g_ema: torch.nn.Module, d: torch.nn.Module,
+def _finish(hp: AdaptHyperparameters, image: Layout, out_dir: Path, *, g_ema: torch.nn.Module, d: torch.nn.Module,
             history: list[dict[str, float]], ev: Evaluator | None, z_dim: int, against: str, started: float,
             progress: ProgressFn) -> RunResult:
     """Write the EMA generator (model.* and generator.*), D, model.pt2 and metrics.json."""
-    layout = data.layout.to_dict()
-    shape = "×".join(str(v) for v in data.layout.shape())
+    layout = image.to_dict()
+    shape = "×".join(str(v) for v in image.shape())
     g_note = (f"EMA of G (decay {hp.ema_decay}); input z: N×{z_dim} float32 ~ N(0, I); "
               f"output: N×{shape} images in [0, 1]")
     g_cpu, d_cpu = g_ema.to("cpu"), d.to("cpu")

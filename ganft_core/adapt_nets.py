@@ -28,6 +28,9 @@ class GanNets:
     pretrained_g: bool
     pretrained_d: bool
     notes: list[str] = field(default_factory=list)  # what the run should tell the user
+    # the images G makes and D takes (C×H×W): the data's, or smaller for a base model made for smaller images
+    # (the data is then fitted to it at training time by the `large_images` policy; adapt.py)
+    image: Layout | None = None
 
 
 def build_nets(hp: AdaptHyperparameters, layout: Layout, base_model: Path | None) -> GanNets:
@@ -40,7 +43,7 @@ def build_nets(hp: AdaptHyperparameters, layout: Layout, base_model: Path | None
                        notes=[f"no base model: training {g.architecture} / {d.architecture} from scratch"])
     else:
         nets = _load(hp, Path(base_model), layout)
-    _check_shapes(nets, layout)
+    nets.image = _check_shapes(nets, layout)
     return nets
 
 
@@ -95,9 +98,11 @@ def _load(hp: AdaptHyperparameters, folder: Path, layout: Layout) -> GanNets:
         notes.append(f"base discriminator: {d_meta.architecture}")
         pretrained_d = True
     else:
-        _, (d_name, d_args) = registry.default_gan_for(layout, z_dim)
+        made = _made_by(g, z_dim)  # a fresh D takes what G makes (smaller than the data: the large-image policy)
+        target = layout if made.channels != layout.channels else made
+        _, (d_name, d_args) = registry.default_gan_for(target, z_dim)
         if hp.discriminator_architecture is not None:
-            d_name, d_args = hp.discriminator_architecture, _arguments_for(hp.discriminator_architecture, layout, 0)
+            d_name, d_args = hp.discriminator_architecture, _arguments_for(hp.discriminator_architecture, target, 0)
         d = registry.build(d_name, d_args)
         notes.append(f"the base model has no discriminator: {d_name} starts from scratch")
         pretrained_d = False
@@ -125,17 +130,32 @@ def _require_role(meta: ModelMeta, role: str, name: str) -> None:
 
 
 @torch.no_grad()
-def _check_shapes(nets: GanNets, layout: Layout) -> None:
-    """G must make images of the data's shape and D must score them, before any training starts."""
+def _made_by(g: nn.Module, z_dim: int) -> Layout:
+    """The shape of the images G makes."""
+    mode = g.training
+    g.eval()
+    try:
+        c, h, w = g(torch.randn(2, z_dim)).shape[1:]
+    finally:
+        g.train(mode)
+    return Layout("image", channels=int(c), height=int(h), width=int(w))
+
+
+@torch.no_grad()
+def _check_shapes(nets: GanNets, layout: Layout) -> Layout:
+    """G must make images of the data's shape, or of the data's channels and at most its height and width
+    (larger data is fitted to it at training time), and D must score them; returns that shape."""
     g, d = nets.generator, nets.discriminator
     g_mode, d_mode = g.training, d.training
     g.eval()
     d.eval()
     try:
         x = g(torch.randn(2, nets.z_dim))
-        if tuple(x.shape[1:]) != layout.shape():
-            raise ModelError(f"the generator makes {'×'.join(map(str, x.shape[1:]))} images but the dataset holds "
-                             f"{layout.describe()}; resize the data or use a matching base model",
+        c, h, w = (int(v) for v in x.shape[1:])
+        if c != layout.channels or h > layout.height or w > layout.width:
+            raise ModelError(f"the generator makes {c}×{h}×{w} images but the dataset holds "
+                             f"{layout.describe()}; use a base model for images of the data's channels and at most "
+                             "its size (larger data is resized or cropped to fit: `large_images`)",
                              field="base_model_id")
         try:
             logits = d(x)
@@ -148,6 +168,7 @@ def _check_shapes(nets: GanNets, layout: Layout) -> None:
     finally:
         g.train(g_mode)
         d.train(d_mode)
+    return Layout("image", channels=c, height=h, width=w)
 
 
 def freeze_lowest_blocks(d: nn.Module, count: int) -> list[nn.Module]:

@@ -102,6 +102,9 @@ class AdaptHyperparameters(_Strict):
     generator_architecture: Literal["dcgan_g", "conv_g", "mlp_g"] | None = None
     discriminator_architecture: Literal["dcgan_d", "conv_d", "mlp_d"] | None = None
     freeze_d_blocks: Annotated[int, Field(ge=0, le=64)] = 0  # FreezeD: lowest D blocks kept frozen
+    # data larger than the base model's images: "resize" them (antialiased bilinear, in training and for
+    # FID/KID alike) or take "random_crop"s in training and the centre crop for FID/KID; never at ingest
+    large_images: Literal["resize", "random_crop"] = "resize"
     # DiffAugment ops (Zhao et al. 2020) on every D input, real and fake, D and G steps; [] = none
     diffaugment: list[Literal["color", "translation", "cutout"]] = ["color", "translation", "cutout"]
     ada: bool = True  # adaptive augmentation probability (Karras et al. 2020)

@@ -200,13 +200,13 @@ def test_user_errors_are_typed(base_run: tuple[Path, list[ProgressUpdate]], tmp_
         train(_spec(), features, tmp_path / "a", device="cpu")
     with pytest.raises(SpecError, match="freeze_d_blocks"):
         train(_spec(freeze_d_blocks=3), _digits(range(5), 20), tmp_path / "b", base_model=base, device="cpu")
-    big = Dataset(
-        x=np.zeros((4, 1, 12, 12), np.float32),
+    small = Dataset(  # smaller than the base G's images (larger ones are fitted: test_data_training.py)
+        x=np.zeros((4, 1, 6, 6), np.float32),
         y=np.zeros(4, np.int64),
         classes=["a"],
-        layout=Layout("image", channels=1, height=12, width=12),
+        layout=Layout("image", channels=1, height=6, width=6),
     )
     with pytest.raises(ModelError, match="generator makes 1×8×8 images"):
-        train(_spec(), big, tmp_path / "c", base_model=base, device="cpu")
+        train(_spec(), small, tmp_path / "c", base_model=base, device="cpu")
     with pytest.raises(SpecError, match="z_dim"):
         train(_spec(z_dim=32), _digits(range(5), 20), tmp_path / "d", base_model=base, device="cpu")

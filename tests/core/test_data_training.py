@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from ganft_core.config import TrainSpec
 from ganft_core.data import load_dataset
 from ganft_core.data.feed import ENV_MAX_DEVICE_BYTES, Feed
-from ganft_core.errors import Aborted
+from ganft_core.errors import Aborted, ModelError
 from ganft_core.fid import Evaluator, FeatureStats
 from ganft_core.models.io import meta_for, save_model
 from ganft_core.models.registry import build
@@ -112,3 +112,48 @@ def test_streamed_feature_stats_match_the_whole_set() -> None:
     assert summed.features.shape == (20, 6)
     rows = [int(torch.nonzero((whole.features == f).all(1))[0]) for f in summed.features]
     assert rows == sorted(rows) and len(set(rows)) == 20  # a sample of distinct images, in order
+
+
+# ------------------------------------------------------------------ images larger than the networks
+
+
+def test_fit_images_resizes_or_crops_each_batch() -> None:
+    from ganft_core.adapt import fit_images
+    from ganft_core.data.types import Layout
+
+    data, image = Layout("image", channels=2, height=12, width=10), Layout("image", channels=2, height=8, width=6)
+    x = torch.rand(5, 2, 12, 10)
+    train_fit, eval_fit, note = fit_images("resize", data, image)
+    expected = torch.nn.functional.interpolate(x, size=(8, 6), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.equal(train_fit(x), expected) and torch.equal(eval_fit(x), expected)
+    assert note is not None and "resized" in note and "10×12 images, 6×8 networks" in note
+    train_fit, eval_fit, note = fit_images("random_crop", data, image)
+    crops = train_fit(x)
+    assert crops.shape == (5, 2, 8, 6) and note is not None and "random crops" in note
+    for img, crop in zip(x, crops, strict=True):
+        windows = [img[:, t : t + 8, s : s + 6] for t in range(5) for s in range(5)]
+        assert any(torch.equal(crop, w) for w in windows)  # a real window of its own image, all channels alike
+    assert torch.equal(eval_fit(x), x[:, :, 2:10, 2:8])
+    same, _, none = fit_images("resize", data, data)
+    assert same(x) is x and none is None
+
+
+@pytest.mark.parametrize("policy", ["resize", "random_crop"])
+def test_adapt_fits_larger_images_to_a_base_model(make_npz: Any, tmp_path: Path, policy: str) -> None:
+    rng = np.random.RandomState(1)
+    small = make_npz(name="small.npz", x=rng.randint(0, 256, size=(20, 1, 8, 8)).astype(np.uint8))
+    big = make_npz(name="big.npz", x=rng.randint(0, 256, size=(20, 1, 16, 16)).astype(np.uint8))
+    hp = {**TINY, "steps": 2, "eval_every": 2, "checkpoint_every": 2, "log_every": 1}
+    spec = TrainSpec.model_validate({"method": "adapt", "hyperparameters": hp, "seed": 1})
+    train(spec, load_dataset(small, stored=tmp_path / "s"), tmp_path / "base", device="cpu")
+    notes: list[str] = []
+    hp_big = {**hp, "large_images": policy}
+    spec_big = TrainSpec.model_validate({"method": "adapt", "hyperparameters": hp_big, "seed": 1})
+    train(spec_big, load_dataset(big, stored=tmp_path / "b"), tmp_path / "run", base_model=tmp_path / "base",
+          device="cpu", progress=lambda u: notes.append(u.message or ""))  # fmt: skip
+    assert any("large images: 16×16 images, 8×8 networks" in n for n in notes)
+    layout = json.loads((tmp_path / "run" / "model.json").read_text())["input_layout"]
+    assert (layout["height"], layout["width"]) == (8, 8)
+    rgb = make_npz(name="rgb.npz", x=rng.randint(0, 256, size=(20, 16, 16, 3)).astype(np.uint8))
+    with pytest.raises(ModelError, match="channels"):
+        train(spec_big, load_dataset(rgb), tmp_path / "rgb", base_model=tmp_path / "base", device="cpu")
