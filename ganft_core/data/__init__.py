@@ -1,7 +1,9 @@
-"""Datasets: loading the three upload formats, validation splits and summaries.
+"""Datasets: loading the three upload formats, their memory-mapped stored form, validation splits, summaries.
 
 numpy and Pillow only — never torch — because the API validates uploads by running
-`python -m ganft_core inspect` in a subprocess that must start fast and stay small.
+`python -m ganft_core inspect` in a subprocess that must start fast and stay small. The one
+module that imports torch, `ganft_core.data.feed` (batches on the training device), is not
+imported here.
 """
 
 from ganft_core.data.archive import ArchiveLimits
