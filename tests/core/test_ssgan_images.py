@@ -141,7 +141,7 @@ def test_set_train_mode_with_frozen_batch_norm_uses_and_keeps_running_statistics
 def test_pretrained_run_keeps_batch_norm_statistics_and_reports_its_choices(tmp_path: Path) -> None:
     base = base_convnet(tmp_path / "base", ["a", "b", "c"])
     data = band_images(12, 4)
-    result = train(image_spec(), data, tmp_path / "run", base_model=base)
+    result = train(image_spec(batch_norm="frozen"), data, tmp_path / "run", base_model=base)
     before = load_file(str(base / "model.safetensors"))
     after = load_file(str(tmp_path / "run" / "model.safetensors"))
     control = load_file(str(tmp_path / "run" / "control.safetensors"))
@@ -158,9 +158,10 @@ def test_pretrained_run_keeps_batch_norm_statistics_and_reports_its_choices(tmp_
     assert result.metrics["verdict"]["outcome"] in {"helped", "no_difference", "hurt"}
 
 
-def test_batch_norm_train_lets_statistics_move(tmp_path: Path) -> None:
+def test_batch_norm_train_is_the_default_and_lets_statistics_move(tmp_path: Path) -> None:
+    assert SsganHyperparameters().batch_norm == "train"
     base = base_convnet(tmp_path / "base", ["a", "b", "c"])
-    train(image_spec(batch_norm="train"), band_images(12, 4), tmp_path / "run", base_model=base)
+    train(image_spec(), band_images(12, 4), tmp_path / "run", base_model=base)
     before = load_file(str(base / "model.safetensors"))
     after = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before if "running_mean" in k)
