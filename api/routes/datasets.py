@@ -160,6 +160,16 @@ def get_upload(upload_id: str, session: SessionDep, tenant: TenantDep) -> Upload
     return _upload_out(row)
 
 
+def _resumable(engine: Engine, tenant_id: str, upload_id: str) -> Dataset:
+    """The tenant's unfinished upload, detached from its session (404 when there is none)."""
+    with session_scope(engine) as session:
+        row = datasets.get_resumable(session, tenant_id=tenant_id, dataset_id=upload_id)
+        if row is None:
+            raise not_found("upload", upload_id)
+        session.expunge(row)
+        return row
+
+
 @router.put("/uploads/{upload_id}", response_model=UploadOut,
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {}}}})
 async def put_upload_part(
@@ -172,15 +182,7 @@ async def put_upload_part(
     """Add the raw body as the part at `offset` (which must be the upload's offset; 409 with it otherwise)."""
     engine = request.app.state.engine
 
-    def current() -> Dataset:
-        with session_scope(engine) as session:
-            row = datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id)
-            if row is None:
-                raise not_found("upload", upload_id)
-            session.expunge(row)
-            return row
-
-    row = await run_in_threadpool(current)
+    row = await run_in_threadpool(_resumable, engine, tenant.tenant_id, upload_id)
     state = datasets.upload_state(row)
     if offset != state["offset"]:
         raise _offset_conflict(state["offset"], offset)
@@ -209,7 +211,7 @@ async def put_upload_part(
         raise
     if updated is None:  # another request added this part first
         await run_in_threadpool(store.delete, key)
-        latest = await run_in_threadpool(current)
+        latest = await run_in_threadpool(_resumable, engine, tenant.tenant_id, upload_id)
         raise _offset_conflict(datasets.upload_state(latest)["offset"], offset)
     return _upload_out(updated)
 
@@ -227,15 +229,7 @@ async def complete_upload(
     """Assemble the parts, check the sha256 (when given), validate the dataset; 201 Dataset."""
     engine = request.app.state.engine
 
-    def current() -> Dataset:
-        with session_scope(engine) as session:
-            row = datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id)
-            if row is None:
-                raise not_found("upload", upload_id)
-            session.expunge(row)
-            return row
-
-    row = await run_in_threadpool(current)
+    row = await run_in_threadpool(_resumable, engine, tenant.tenant_id, upload_id)
     state = datasets.upload_state(row)
     if state["offset"] != state["size_bytes"]:
         raise _offset_conflict(state["offset"], state["size_bytes"])
