@@ -40,7 +40,8 @@ from ganft_core.config import TrainSpec
 from ganft_core.train import ProgressUpdate, train
 
 BARS = {"digits": "mean ssgan >= 98.0%, >= +1.0 over the control on the mean, not below it on any seed, < 240 s a run",
-        "transfer": "ssgan >= control + 0.5 on the mean, not below it on any seed, above the plain supervised fine-tune",
+        "transfer": ("ssgan >= control + 0.5 on the mean, not below it on any seed, "
+                     "above the plain supervised fine-tune"),
         "fashion": "ssgan >= control + 1.0 on the mean, < 600 s a run",
         "ablation": "each ingredient's effect on the digits task"}
 
@@ -60,7 +61,8 @@ ABLATION: dict[str, dict[str, Any]] = {
 def show(update: ProgressUpdate) -> None:
     if update.kind == "evaluation":
         m = update.metrics
-        print(f"    step {update.step}: ssgan {m['accuracy']:.4f}  control {m.get('control_accuracy', float('nan')):.4f}",
+        control = m.get("control_accuracy", float("nan"))
+        print(f"    step {update.step}: ssgan {m['accuracy']:.4f}  control {control:.4f}",
               flush=True)
 
 
@@ -144,7 +146,8 @@ def ablation(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
     table = []
     with tempfile.TemporaryDirectory(prefix="ssgan-ablation-") as work:
         for name, extra in ABLATION.items():
-            rows = [run_one("digits", seed, merged(overrides, extra), args.base_format, Path(work)) for seed in args.seeds]
+            spec = merged(overrides, extra)
+            rows = [run_one("digits", seed, spec, args.base_format, Path(work)) for seed in args.seeds]
             ssgan, control = (float(np.mean([r[k] for r in rows])) for k in ("ssgan", "control"))
             seconds = float(np.mean([r["seconds"] for r in rows]))
             table.append((name, ssgan, control, [r["ssgan"] for r in rows], seconds))
@@ -167,7 +170,8 @@ def ablation(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
 def record(args: argparse.Namespace, overrides: dict[str, Any], rows: list[dict[str, Any]],
            mean: dict[str, float]) -> None:
     plain = "plain" in rows[0]
-    head = "| seed | ssgan acc | control acc | delta | ssgan F1 | control F1 |" + (" plain fine-tune |" if plain else "")
+    head = "| seed | ssgan acc | control acc | delta | ssgan F1 | control F1 |"
+    head += " plain fine-tune |" if plain else ""
     head += " verdict | seconds |\n|" + "---|" * (8 + plain) + "\n"
     lines = []
     for r in rows:
@@ -179,10 +183,12 @@ def record(args: argparse.Namespace, overrides: dict[str, Any], rows: list[dict[
     m = common.machine()
     body = (f"`python bench/ssgan_images.py {' '.join(args.argv)}` — {m.describe()}, "
             f"{args.threads} torch thread(s), load average {common.load_average()} at the end. "
-            f"Hyperparameters: defaults{' + ' + json.dumps(overrides) if overrides else ''}. Bar: {BARS[args.task]}.\n\n"
+            f"Hyperparameters: defaults{' + ' + json.dumps(overrides) if overrides else ''}. "
+            f"Bar: {BARS[args.task]}.\n\n"
             + head + "\n".join(lines)
             + f"\n\nMean: ssgan {mean['ssgan']:.4f}, control {mean['control']:.4f}, "
-              f"delta {mean['ssgan'] - mean['control']:+.4f}; macro F1 {mean['ssgan_f1']:.4f} vs {mean['control_f1']:.4f}.\n")
+              f"delta {mean['ssgan'] - mean['control']:+.4f}; "
+              f"macro F1 {mean['ssgan_f1']:.4f} vs {mean['control_f1']:.4f}.\n")
     common.write_section(args.section or f"ssgan on images: {args.task}", body)
 
 

@@ -54,8 +54,8 @@ from ganft_core.ssgan_nets import (
     set_train_mode,
 )
 from ganft_core.ssgan_report import curve_panels, deltas, headline, history_row
-from ganft_core.verdict import verdict
 from ganft_core.train import AbortFn, ProgressFn, ProgressUpdate, RunResult
+from ganft_core.verdict import verdict
 
 log = logging.getLogger(__name__)
 

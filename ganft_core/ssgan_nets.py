@@ -10,8 +10,8 @@ saved back in that same program format.
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast

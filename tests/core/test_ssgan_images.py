@@ -228,7 +228,8 @@ def test_metrics_json_carries_the_verdict_of_the_final_evaluation(tmp_path: Path
     m = result.metrics
     v = m["verdict"]
     assert set(v) == {"outcome", "metric", "ssgan", "control", "delta", "margin", "use", "message"}
-    assert v["ssgan"] == pytest.approx(m["ssgan"]["accuracy"]) and v["control"] == pytest.approx(m["control"]["accuracy"])
+    assert v["ssgan"] == pytest.approx(m["ssgan"]["accuracy"])
+    assert v["control"] == pytest.approx(m["control"]["accuracy"])
     assert (tmp_path / "run" / "control.pt2").is_file()  # the verdict may say to use it
     no_control = train(image_spec(run_control=False), band_images(12, 4), tmp_path / "alone")
     assert no_control.metrics["verdict"] is None
