@@ -1,9 +1,17 @@
 """The job state machine: which status may follow which. Terminal states never change.
 
     queued ──claim──> running ──> succeeded | failed
-       │                 │  └──cancel──> cancelling ──> cancelled | succeeded | failed
+       │                 │  ├──cancel──> cancelling ──> cancelled | succeeded | failed
+       │                 │  └──pause───> pausing ──checkpoint──> paused ──resume──> queued
+       │                 │                  │                      └──cancel──> cancelled
+       │                 │                  └──cancel──> cancelling (or succeeded | failed first)
        │                 └──lease expired (reaper)──> queued (attempt + 1)
+       ├──pause──> paused
        └──cancel / unusable inputs──> cancelled | failed
+
+`pausing` is held by a worker like `running`: the trainer checkpoints and stops, the worker
+records `paused` and is free; a worker lost while pausing leaves the job `paused` (its newest
+stored checkpoint is where it resumes).
 
 Every status change in the service is a compare-and-set (`UPDATE ... WHERE status = <from>`),
 and the `<from>` states allowed for a target come from `sources(target)`.
@@ -25,14 +33,18 @@ __all__ = [
     "sources",
 ]
 
-ACTIVE_STATUSES = tuple(s for s in JOB_STATUSES if s not in TERMINAL_STATUSES)  # queued, running, cancelling
+# queued, running, cancelling, pausing, paused
+ACTIVE_STATUSES = tuple(s for s in JOB_STATUSES if s not in TERMINAL_STATUSES)
 
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"running", "cancelled", "failed"}),
+    "queued": frozenset({"running", "cancelled", "failed", "paused"}),
     # running -> queued: the reaper returns a job whose lease expired (the next attempt resumes).
-    "running": frozenset({"succeeded", "failed", "cancelling", "cancelled", "queued"}),
+    "running": frozenset({"succeeded", "failed", "cancelling", "cancelled", "queued", "pausing"}),
     # The trainer may finish (or fail) before it notices the cancel request.
     "cancelling": frozenset({"cancelled", "succeeded", "failed"}),
+    # Likewise for a pause; a cancel overrides it; a worker that shuts down meanwhile still pauses.
+    "pausing": frozenset({"paused", "cancelling", "succeeded", "failed"}),
+    "paused": frozenset({"queued", "cancelled"}),
     "succeeded": frozenset(),
     "failed": frozenset(),
     "cancelled": frozenset(),

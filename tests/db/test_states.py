@@ -38,4 +38,22 @@ def test_expected_paths() -> None:
     assert not can_transition("queued", "succeeded")
     assert not can_transition("cancelling", "running")
     assert set(TRANSITIONS) == set(JOB_STATUSES)
-    assert sources("cancelled") == ("queued", "running", "cancelling")
+    assert sources("cancelled") == ("queued", "running", "cancelling", "paused")
+
+
+def test_pause_paths() -> None:
+    """A running job pauses through `pausing`, a queued one at once; only a paused one resumes (to the queue)."""
+    for current, target in [
+        ("queued", "paused"),
+        ("running", "pausing"),
+        ("pausing", "paused"),
+        ("pausing", "cancelling"),
+        ("pausing", "succeeded"),
+        ("paused", "queued"),
+        ("paused", "cancelled"),
+    ]:
+        check_transition(current, target)
+    assert not can_transition("paused", "running")  # a resumed job is claimed from the queue like any other
+    assert not can_transition("cancelling", "pausing")
+    assert not can_transition("pausing", "running")
+    assert sources("paused") == ("queued", "pausing")
