@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 Id = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z]+_[0-9a-f]+$")]
 DatasetFormat = Literal["imagefolder", "npz", "csv"]
-JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "cancelling", "pausing", "paused", "succeeded", "failed", "cancelled"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -210,7 +210,7 @@ class JobOut(_Out):
     def of(cls, job: tables.Job) -> JobOut:
         fraction = min(1.0, job.step / job.total_steps) if job.total_steps > 0 else 0.0
         eta = None
-        if job.status in ("running", "cancelling") and job.steps_per_second and job.steps_per_second > 0:
+        if job.status in ("running", "cancelling", "pausing") and job.steps_per_second and job.steps_per_second > 0:
             eta = round(max(0, job.total_steps - job.step) / job.steps_per_second, 1)
         error = JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None
         return cls(
@@ -257,6 +257,20 @@ class ArtifactOut(_Out):
     size_bytes: int
     sha256: str
     content_type: str
+
+
+class CheckpointEvaluation(BaseModel):
+    step: int  # the evaluation's step: the newest at or before the checkpoint's
+    metrics: dict[str, float]  # ssgan: accuracy, macro_f1, ...; adapt: fid, kid
+
+
+class CheckpointOut(BaseModel):
+    step: int  # training steps done when it was written
+    created_at: Timestamp
+    size_bytes: int
+    sha256: str  # also the download's ETag
+    evaluation: CheckpointEvaluation | None  # null before the first evaluation
+    best: bool  # the best kept checkpoint by the method's metric (ssgan: accuracy, adapt: FID)
 
 
 class WebhookDeliveryOut(_Out):

@@ -7,14 +7,17 @@ The parent never imports torch. It loops every `POLL_S`:
   the pictures rewritten at each evaluation (samples.png, curves.png) are published as the job's
   artifacts at most once per `PICTURE_INTERVAL_S` (worker/pictures.py);
 - renews the lease every `lease_s / 4` (heartbeat) and reads the job's status about once a
-  second: a cancel (`cancelling`), an exceeded `max_runtime_s` or a worker shutdown set the
-  abort Event (the trainer checkpoints and stops), and the child is killed `cancel_grace_s`
+  second: a cancel (`cancelling`), a pause (`pausing`), an exceeded `max_runtime_s` or a worker
+  shutdown set the abort Event (the trainer checkpoints and stops), and the child is killed `cancel_grace_s`
   later if it has not; a lost lease (the row is no longer ours) stops the child at once and
   writes nothing more;
 - when the child has exited, finishes the job: succeeded (the final artifacts, replacing the live
   pictures, + output model + result in one transaction), failed with a code, cancelled (the last
-  checkpoint and pictures stay), or given back to the queue when the worker is shutting down.
-`max_runtime_s` counts from this attempt's start.
+  checkpoint and pictures stay), paused (the checkpoint the trainer wrote on stopping is stored
+  first; this worker is then free), or given back to the queue when the worker is shutting down.
+`max_runtime_s` counts from this attempt's start (so time spent paused never counts).
+Each checkpoint stored is listed among the job's kept checkpoints; those the keep policy drops
+(ganft/repo/checkpoints.py) are deleted from the store once the new one is recorded.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ log = logging.getLogger(__name__)
 class Outcome:
     result: dict[str, Any] | None = None  # {"metrics", "artifacts"} from the child
     error: dict[str, str] | None = None  # {"code", "message"} from the child
-    stop: str | None = None  # why we stopped the child: cancel | runtime | shutdown | lost
+    stop: str | None = None  # why we stopped the child: cancel | pause | runtime | shutdown | lost
     exitcode: int | None = None
     killed: bool = False  # we killed the child (so a SIGKILL exit is ours, not the OOM killer's)
 
@@ -187,6 +190,8 @@ class Supervisor:
             return "lost"
         if status == "cancelling":
             return "cancel"
+        if status == "pausing":
+            return "pause"
         if self.job.max_runtime_s is not None and elapsed_s > self.job.max_runtime_s:
             return "runtime"
         if shutdown_requested():
@@ -247,12 +252,18 @@ class Supervisor:
             self.recorder.flush()  # keep events in order: progress up to here, then the checkpoint
         path = self.out_dir / update["path"]
         key = staging.checkpoint_key(self.job.id, path.name)
-        self.store.put_file(key, path)
-        if not self._session(lifecycle.record_checkpoint, key=key, step=int(update["step"])):
+        size, sha256 = self.store.put_file(key, path)
+        dropped = self._session(
+            lifecycle.record_checkpoint, key=key, step=int(update["step"]), size_bytes=size, sha256=sha256
+        )
+        if dropped is None:
             return
-        if self.checkpoint_key and self.checkpoint_key != key:
-            self.store.delete(self.checkpoint_key)
         self.checkpoint_key = key
+        for old in dropped:
+            try:
+                self.store.delete(old)
+            except OSError:  # an orphan file, not a wrong record: the job's folder goes with the job
+                log.warning("job %s: could not delete dropped checkpoint %s", self.job.id, old)
 
     def _record_picture(self, artifact: ArtifactRecord, step: int) -> bool:
         if self.recorder.pending:
@@ -282,6 +293,11 @@ class Supervisor:
         if outcome.stop == "cancel":
             return _end(self.engine, job, "cancelled")
         error = outcome.error
+        if outcome.stop == "pause" and (error is None or error.get("code") == "cancelled"):
+            # Stopped by the pause (or killed after the grace period: the newest stored checkpoint counts).
+            status = self._session(lifecycle.pause_job)
+            log.info("job %s: %s (newest checkpoint %s)", job.id, status, self.checkpoint_key)
+            return status or "lost"
         if error is not None and error.get("code") != "cancelled":
             return _end(self.engine, job, "failed", error.get("code", "internal"), error.get("message"))
         if outcome.stop == "shutdown":

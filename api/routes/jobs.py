@@ -1,4 +1,4 @@
-"""`/v1/jobs`: create (idempotent), list, read, cancel."""
+"""`/v1/jobs`: create (idempotent), list, read, cancel, pause, resume."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import JobDep, QueueDep, ReaderDep, SessionDep, SettingsDep, TenantDep
 from api.problems import Problem, from_validation_error, invalid
+from api.routes import checkpoints as checkpoint_routes
 from api.routes import webhooks as webhook_routes
 from api.schemas import JobCreate, JobOut, JobStatus, ListOf
 from ganft.db.tables import Job
@@ -203,4 +204,33 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
     return JobOut.of(updated)
 
 
+@router.post("/{job_id}/pause", response_model=JobOut)
+def pause_job(job: JobDep, session: SessionDep) -> JobOut:
+    """Pause a job: a queued one at once, a running one once its trainer has checkpointed and freed the worker
+    (`pausing`, then `paused`); idempotent; 409 when it is cancelling or finished."""
+    try:
+        updated = jobs.request_pause(session, job_id=job.id)
+    except InvalidTransition as exc:
+        raise Problem(409, f"job {job.id!r} is {exc.current}; it cannot be paused") from None
+    session.commit()
+    return JobOut.of(updated)
+
+
+@router.post("/{job_id}/resume", response_model=JobOut)
+def resume_job(job: JobDep, session: SessionDep, queue: QueueDep) -> JobOut:
+    """Resume a paused job: it is queued again and continues from its newest checkpoint; idempotent
+    (a queued or running job is returned as is); 409 while it is still pausing, cancelling or finished."""
+    try:
+        updated, requeued = jobs.request_resume(session, job_id=job.id)
+    except InvalidTransition as exc:
+        hint = "; resume it once it is paused" if exc.current == "pausing" else ""
+        raise Problem(409, f"job {job.id!r} is {exc.current}; it cannot be resumed{hint}") from None
+    session.commit()
+    if requeued and queue.send_run_job(job.id):  # else the dispatch sweep sends it
+        jobs.mark_dispatched(session, job_id=job.id)
+        session.commit()
+    return JobOut.of(updated)
+
+
 router.include_router(webhook_routes.router)  # GET /v1/jobs/{id}/webhooks
+router.include_router(checkpoint_routes.router)  # GET /v1/jobs/{id}/checkpoints[/{step}]

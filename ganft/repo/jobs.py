@@ -1,4 +1,4 @@
-"""Jobs, API side: create, read, list, cancel; events, metrics and artifacts reads.
+"""Jobs, API side: create, read, list, cancel, pause, resume; events, metrics and artifacts reads.
 
 The worker side (claim, heartbeat, progress, finish, reap, dispatch sweep) lives in
 `ganft/repo/lifecycle.py`. Both allocate event numbers the same way: `jobs.next_event_seq`
@@ -121,7 +121,8 @@ def mark_dispatched(session: Session, *, job_id: str) -> None:
 
 
 def request_cancel(session: Session, *, job_id: str) -> Job:
-    """Cancel: queued -> cancelled at once, running -> cancelling (the worker stops the trainer).
+    """Cancel: queued or paused -> cancelled at once, running or pausing -> cancelling (the worker
+    stops the trainer).
 
     Each step is a compare-and-set, so a job claimed meanwhile is handled as running.
     A job already cancelling is returned as is; a terminal job raises InvalidTransition.
@@ -129,7 +130,7 @@ def request_cancel(session: Session, *, job_id: str) -> Job:
     now = utcnow()
     cancelled = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
+        .where(Job.id == job_id, Job.status.in_(("queued", "paused")))
         .values(status="cancelled", cancel_requested_at=now, finished_at=now)
         .returning(Job.id)
     ).first()
@@ -138,7 +139,7 @@ def request_cancel(session: Session, *, job_id: str) -> Job:
     else:
         cancelling = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(Job.id == job_id, Job.status.in_(("running", "pausing")))
             .values(status="cancelling", cancel_requested_at=now)
             .returning(Job.id)
         ).first()
@@ -148,6 +149,46 @@ def request_cancel(session: Session, *, job_id: str) -> Job:
     if is_terminal(job.status) and cancelled is None:
         raise InvalidTransition(job.status, "cancelled")
     return job
+
+
+def request_pause(session: Session, *, job_id: str) -> Job:
+    """Pause: queued -> paused at once, running -> pausing (the worker has the trainer checkpoint and
+    stop, then records `paused`). A job already pausing or paused is returned as is; any other
+    status raises InvalidTransition. Compare-and-set, like `request_cancel`."""
+    paused = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "queued").values(status="paused").returning(Job.id)
+    ).first()
+    if paused is not None:
+        append_event(session, job_id=job_id, type="status", data={"status": "paused"})
+    else:
+        pausing = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "running").values(status="pausing").returning(Job.id)
+        ).first()
+        if pausing is not None:
+            append_event(session, job_id=job_id, type="status", data={"status": "pausing"})
+    job = session.get_one(Job, job_id, populate_existing=True)
+    if job.status not in ("pausing", "paused"):
+        raise InvalidTransition(job.status, "paused")
+    return job
+
+
+def request_resume(session: Session, *, job_id: str) -> tuple[Job, bool]:
+    """Resume: paused -> queued (the next claim continues from the newest checkpoint). A job that is
+    queued or running already is returned as is; any other status (pausing included: it has not
+    stopped yet) raises InvalidTransition. Returns the job and whether it was requeued now (then
+    the caller sends its broker message)."""
+    resumed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "paused")
+        .values(status="queued", dispatched_at=None)
+        .returning(Job.id)
+    ).first()
+    if resumed is not None:
+        append_event(session, job_id=job_id, type="status", data={"status": "queued", "reason": "resumed"})
+    job = session.get_one(Job, job_id, populate_existing=True)
+    if job.status not in ("queued", "running"):
+        raise InvalidTransition(job.status, "queued")
+    return job, resumed is not None
 
 
 def append_event(session: Session, *, job_id: str, type: str, data: dict[str, Any]) -> JobEvent:

@@ -22,9 +22,10 @@ from sqlalchemy import and_, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ganft.db.tables import Artifact, Dataset, Job, JobMetric, Model, utcnow
+from ganft.repo import checkpoints
 from ganft.repo.jobs import append_event
 
-HELD = ("running", "cancelling")  # the statuses of a job a worker holds (claimed, lease renewed)
+HELD = ("running", "cancelling", "pausing")  # the statuses of a job a worker holds (claimed, lease renewed)
 
 
 # ---------------------------------------------------------------- what the worker reads and writes
@@ -222,13 +223,36 @@ def record_progress(
     return status
 
 
-def record_checkpoint(session: Session, *, job_id: str, worker_id: str, key: str, step: int) -> bool:
-    """Point the job at its newest checkpoint in the store (the next attempt resumes from it)."""
-    updated = _changed(session, _update(_ours(job_id, worker_id)).values(checkpoint_key=key, checkpoint_step=step))
-    if not updated:
-        return False
-    append_event(session, job_id=job_id, type="checkpoint", data={"step": step, "key": key})
-    return True
+def record_checkpoint(
+    session: Session, *, job_id: str, worker_id: str, key: str, step: int, size_bytes: int, sha256: str
+) -> list[str] | None:
+    """Point the job at its newest checkpoint in the store (the next attempt resumes from it), list it
+    among the job's kept checkpoints and apply the keep policy (ganft/repo/checkpoints.py).
+
+    Returns the store keys of the checkpoints no longer kept (delete them after commit), or None
+    when the job is no longer this worker's (nothing is written then).
+    """
+    method, hyperparameters = session.execute(
+        _update(_ours(job_id, worker_id))
+        .values(checkpoint_key=key, checkpoint_step=step)
+        .returning(Job.method, Job.hyperparameters)
+    ).first() or (None, None)
+    if method is None:
+        return None
+    keep_last = int((hyperparameters or {}).get("keep_checkpoints") or checkpoints.DEFAULT_KEEP)
+    dropped = checkpoints.add(
+        session,
+        job_id=job_id,
+        method=method,
+        step=step,
+        storage_key=key,
+        size_bytes=size_bytes,
+        sha256=sha256,
+        keep_last=keep_last,
+    )
+    data = {"step": step, "key": key, "size_bytes": size_bytes, "sha256": sha256}
+    append_event(session, job_id=job_id, type="checkpoint", data=data)
+    return dropped
 
 
 def record_artifact(session: Session, *, job_id: str, worker_id: str, artifact: ArtifactRecord, step: int) -> bool:
@@ -280,6 +304,11 @@ def succeed_job(
     changes nothing and registers no second set of artifacts. False when nothing was changed.
     """
     now = utcnow()
+    method = session.scalar(select(Job.method).where(_ours(job_id, worker_id)))
+    if method is None:
+        return False
+    best = checkpoints.best_evaluation(method, checkpoints.evaluations(session, job_id=job_id))
+    result = {**result, "best_step": best.step if best is not None else None}
     done = _changed(
         session,
         _update(_ours(job_id, worker_id)).values(
@@ -347,12 +376,15 @@ def end_job(
 
 def release_job(session: Session, *, job_id: str, worker_id: str) -> str | None:
     """Give a job back because this worker is shutting down: `queued` again (resumes from its
-    checkpoint on the next claim), or `cancelled` if a cancel was requested. Returns the new status."""
+    checkpoint on the next claim), `cancelled` if a cancel was requested, `paused` if a pause was.
+    Returns the new status."""
     status = current_status(session, job_id=job_id, worker_id=worker_id)
     if status is None:
         return None
     if status == "cancelling":
         return "cancelled" if end_job(session, job_id=job_id, worker_id=worker_id, status="cancelled") else None
+    if status == "pausing":  # a pause was asked for meanwhile: honour it rather than requeue
+        return pause_job(session, job_id=job_id, worker_id=worker_id)
     released = _changed(
         session,
         _update(_ours(job_id, worker_id)).values(
@@ -365,12 +397,42 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> str | None:
     return "queued"
 
 
+def pause_job(session: Session, *, job_id: str, worker_id: str) -> str | None:
+    """The trainer stopped for a pause: `paused` (free of any worker, resumed from its newest
+    checkpoint), or `cancelled` if a cancel came meanwhile. Returns the new status, None when lost.
+
+    The attempt is given back (a pause is not a failed try: it does not count towards `max_attempts`).
+    """
+    status = current_status(session, job_id=job_id, worker_id=worker_id)
+    if status is None:
+        return None
+    if status == "cancelling":
+        return "cancelled" if end_job(session, job_id=job_id, worker_id=worker_id, status="cancelled") else None
+    paused = _changed(
+        session,
+        _update(_ours(job_id, worker_id), Job.status == "pausing").values(
+            status="paused",
+            attempt=Job.attempt - 1,
+            worker_id=None,
+            lease_expires_at=None,
+            dispatched_at=None,
+            steps_per_second=None,
+        ),
+    )
+    if not paused:
+        return None
+    step = session.scalar(select(Job.checkpoint_step).where(Job.id == job_id))
+    _status_event(session, job_id, "paused", checkpoint_step=step)
+    return "paused"
+
+
 # ---------------------------------------------------------------- reaper and dispatch sweep
 
 
 def reap_expired_leases(session: Session) -> list[tuple[str, str]]:
     """Jobs whose worker stopped renewing its lease: back to `queued` (attempt < max_attempts),
-    else `failed` with `worker_lost`; a `cancelling` one becomes `cancelled`.
+    else `failed` with `worker_lost`; a `cancelling` one becomes `cancelled`, a `pausing` one `paused`
+    (it resumes from its newest stored checkpoint).
 
     Returns `(job_id, new_status)` for each job changed. Each change is a compare-and-set on
     the `(status, attempt)` seen, so two sweepers never both move a job.
@@ -388,6 +450,9 @@ def reap_expired_leases(session: Session) -> list[tuple[str, str]]:
         if status == "cancelling":
             new_status = "cancelled"
             values.update(finished_at=now)
+        elif status == "pausing":
+            new_status = "paused"
+            values.update(dispatched_at=None, steps_per_second=None)
         elif attempt < max_attempts:
             new_status = "queued"
             values.update(dispatched_at=None)
