@@ -308,7 +308,8 @@ def succeed_job(
     if method is None:
         return False
     best = checkpoints.best_evaluation(method, checkpoints.evaluations(session, job_id=job_id))
-    result = {**result, "best_step": best.step if best is not None else None}
+    if best is not None:  # the best evaluated step (its checkpoint is kept: ganft/repo/checkpoints.py)
+        result = {**result, "best_step": best.step}
     done = _changed(
         session,
         _update(_ours(job_id, worker_id)).values(
