@@ -1,0 +1,90 @@
+"""Pause and resume with a real worker process: the trainer checkpoints and stops, the worker is free for
+other work, and the resumed job ends with the same weights as an uninterrupted run (deterministic CPU)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+
+from ganft.db.session import session_scope
+from ganft.db.tables import Artifact, JobCheckpoint
+from ganft.repo import jobs
+from ganft.store import Store
+from tests.worker.helpers import WorkerProcess, job_events, job_row, make_job, wait_for
+from tests.worker.test_worker_process import _send
+
+# About 70 steps/s on one CPU thread: long enough to pause well before the end, short enough for a test.
+HP = {
+    "steps": 1500,
+    "deterministic": True,
+    "batch_size": 16,
+    "unlabeled_batch_size": 16,
+    "eval_every": 500,
+    "checkpoint_every": 100,
+    "log_every": 20,
+    "run_control": False,
+}
+
+
+def _model_sha(engine: Engine, job_id: str) -> str:
+    with session_scope(engine) as session:
+        return session.scalars(
+            select(Artifact.sha256).where(Artifact.job_id == job_id, Artifact.name == "model.safetensors")
+        ).one()
+
+
+def test_pause_frees_the_worker_and_resume_ends_as_an_uninterrupted_run(
+    engine: Engine, store: Store, start_worker: WorkerProcess.Factory
+) -> None:
+    paused_job = make_job(engine, store, hyperparameters=HP, seed=3)
+    straight_job = make_job(engine, store, hyperparameters=HP, seed=3)
+    worker = start_worker()
+    _send(paused_job)
+    wait_for(lambda: job_row(engine, paused_job).checkpoint_key, timeout=120, what="a checkpoint", logs=worker.logs)
+    with session_scope(engine) as session:
+        assert jobs.request_pause(session, job_id=paused_job).status == "pausing"
+    row = wait_for(
+        lambda: (r := job_row(engine, paused_job)).status == "paused" and r,
+        timeout=60,
+        what="the pause",
+        logs=worker.logs,
+    )
+    assert row.worker_id is None and row.lease_expires_at is None and row.attempt == 0
+    paused_at = row.checkpoint_step
+    assert paused_at is not None and 0 < paused_at < 1500
+    assert store.exists(row.checkpoint_key or "")
+    assert "stopping the trainer (pause)" in worker.logs() and "killing" not in worker.logs()
+    with session_scope(engine) as session:  # the checkpoint written on stopping is a kept one
+        steps = list(session.scalars(select(JobCheckpoint.step).where(JobCheckpoint.job_id == paused_job)))
+    assert paused_at in steps and len(steps) <= 3
+
+    # The worker is free: another job runs on it to the end while the first stays paused.
+    _send(straight_job)
+    done = wait_for(
+        lambda: (r := job_row(engine, straight_job)).status in ("succeeded", "failed") and r,
+        timeout=180,
+        what="the other job",
+        logs=worker.logs,
+    )
+    assert done.status == "succeeded", (done.error_code, done.error_message)
+    assert job_row(engine, paused_job).status == "paused"
+
+    with session_scope(engine) as session:
+        job, requeued = jobs.request_resume(session, job_id=paused_job)
+    assert (job.status, requeued) == ("queued", True)
+    _send(paused_job)
+    resumed = wait_for(
+        lambda: (r := job_row(engine, paused_job)).status in ("succeeded", "failed", "cancelled") and r,
+        timeout=180,
+        what="the resumed job",
+        logs=worker.logs,
+    )
+    assert resumed.status == "succeeded", (resumed.error_code, resumed.error_message)
+    assert resumed.attempt == 1  # the pause gave its attempt back
+    events = job_events(engine, paused_job)
+    statuses = [d["status"] for _, t, d in events if t == "status"]
+    assert statuses == ["queued", "running", "pausing", "paused", "queued", "running", "succeeded"]
+    second_claim = [seq for seq, t, d in events if t == "status" and d["status"] == "running"][1]
+    assert min(d["step"] for seq, t, d in events if t == "progress" and seq > second_claim) >= paused_at
+    # Continued from the exact state: the same weights as the run that was never paused.
+    assert _model_sha(engine, paused_job) == _model_sha(engine, straight_job)
+    assert resumed.result is not None and resumed.result["best_step"] in (500, 1000, 1500)
