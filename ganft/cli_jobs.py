@@ -1,4 +1,4 @@
-"""`ganft jobs ...`: create, list, show, cancel, watch (live progress bar) and logs.
+"""`ganft jobs ...`: create, list, show, cancel, pause, resume, checkpoints, watch (live progress bar) and logs.
 
 `jobs watch` exits 0 when the job succeeds, 3 when it fails and 4 when it is cancelled, so a
 script can `ganft jobs watch $JOB && ganft artifacts download $JOB model.pt2`.
@@ -95,6 +95,39 @@ def _cancel(api: Client, args: argparse.Namespace) -> int:
     return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
 
 
+def _pause(api: Client, args: argparse.Namespace) -> int:
+    job = api.pause_job(args.id)
+    return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
+
+
+def _resume(api: Client, args: argparse.Namespace) -> int:
+    job = api.resume_job(args.id)
+    return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
+
+
+CHECKPOINT_COLUMNS = ("step", "created_at", "size_bytes", "evaluated_at", "figures", "best")
+
+
+def _checkpoints(api: Client, args: argparse.Namespace) -> int:
+    """The job's kept checkpoints; with --download STEP, that checkpoint to --out (default ckpt-STEP.pt)."""
+    if args.download is not None:
+        dest = args.out or Path(f"ckpt-{args.download}.pt")
+        path = api.download_checkpoint(args.id, args.download, dest)
+        sys.stderr.write(f"saved checkpoint {args.download} of {args.id} to {path}\n")
+        return 0
+    found = api.list_checkpoints(args.id)
+    if args.json:
+        emit_json(found)
+        return 0
+    rows = []
+    for c in found:
+        evaluation = c.evaluation or {}
+        metrics = evaluation.get("metrics") or {}
+        figures = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("accuracy", "macro_f1", "fid", "kid"))
+        rows.append({**plain(c), "evaluated_at": evaluation.get("step"), "figures": figures, "best": c.best or None})
+    return show(rows, args, CHECKPOINT_COLUMNS)
+
+
 def _exit_code(status: str) -> int:
     return {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(status, 1)
 
@@ -152,7 +185,7 @@ def _logs(api: Client, args: argparse.Namespace) -> int:
 def add_commands(commands: Any) -> None:
     """Add `jobs` to the `ganft` sub-command parser."""
     common = common_options()
-    jobs = commands.add_parser("jobs", help="create, list, show, cancel, watch training jobs")
+    jobs = commands.add_parser("jobs", help="create, list, show, cancel, pause, resume, watch training jobs")
     sub = jobs.add_subparsers(dest="jobs_command", required=True)
 
     create = sub.add_parser("create", parents=[common], help="create a training job; prints its id")
@@ -178,11 +211,16 @@ def add_commands(commands: Any) -> None:
     for name, handler, text in (
         ("show", _show, "one job with progress, error and result"),
         ("cancel", _cancel, "cancel a job"),
+        ("pause", _pause, "pause a job (it checkpoints and frees its worker)"),
+        ("resume", _resume, "resume a paused job from its checkpoint"),
+        ("checkpoints", _checkpoints, "a job's kept checkpoints (--download STEP saves one)"),
         ("watch", _watch, "live progress, then the result (exit 0 succeeded, 3 failed, 4 cancelled)"),
     ):
         cmd = sub.add_parser(name, parents=[common], help=text)
         cmd.add_argument("id")
         cmd.set_defaults(run=with_client(handler))
+    sub.choices["checkpoints"].add_argument("--download", type=int, default=None, metavar="STEP")
+    sub.choices["checkpoints"].add_argument("-o", "--out", type=Path, default=None, help="where --download saves")
     sub.choices["watch"].add_argument(
         "--every", type=_seconds, default=PLAIN_EVERY_S, metavar="SECONDS",
         help=f"off a terminal, a progress line every SECONDS (0-3600, default {PLAIN_EVERY_S:g})",

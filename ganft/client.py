@@ -40,6 +40,7 @@ from ganft.client_sse import sse_messages
 from ganft.client_types import (
     TERMINAL_STATUSES,
     ArtifactInfo,
+    Checkpoint,
     Dataset,
     Event,
     Job,
@@ -306,6 +307,23 @@ class Client:
         # Not retried after a broken connection: a repeat of a cancel that went through answers 409.
         return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
 
+    def pause_job(self, job_id: str) -> Job:
+        """Pause: `paused` at once for a queued job, `pausing` (then `paused`) for a running one."""
+        # Retried after a broken connection: a repeated pause answers the same job.
+        return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/pause", idempotent=True).json())
+
+    def resume_job(self, job_id: str) -> Job:
+        """Resume a paused job: queued again, it continues from its newest checkpoint."""
+        return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/resume", idempotent=True).json())
+
+    def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
+        body = self.request("GET", f"/v1/jobs/{job_id}/checkpoints").json()
+        return [Checkpoint.model_validate(c) for c in body["data"]]
+
+    def download_checkpoint(self, job_id: str, step: int, dest: str | os.PathLike[str]) -> Path:
+        """Stream a checkpoint to `dest`, checked against its sha256 (as `download_artifact`)."""
+        return self._download(f"/v1/jobs/{job_id}/checkpoints/{int(step)}", f"checkpoint {step}", dest, None)
+
     def list_events(self, job_id: str, *, after: int = 0) -> list[Event]:
         """Every event after seq `after` so far (all pages), oldest first."""
         events: list[Event] = []
@@ -402,6 +420,9 @@ class Client:
         Written as `dest.part`; a connection that breaks mid-body is resumed with `Range` (and
         `If-Range`, so a changed file restarts from zero); renamed only once the hash matches.
         """
+        return self._download(f"/v1/jobs/{job_id}/artifacts/{name}", name, dest, sha256)
+
+    def _download(self, url: str, name: str, dest: str | os.PathLike[str], sha256: str | None) -> Path:
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         expected = sha256
@@ -414,7 +435,7 @@ class Client:
                     if written:
                         headers = {"Range": f"bytes={written}-", "If-Range": f'"{expected}"'}
                     try:
-                        with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}", headers=headers) as rsp:
+                        with self._http.stream("GET", url, headers=headers) as rsp:
                             raise_for_status(rsp)
                             etag = rsp.headers.get("ETag", "").removeprefix("W/").strip('"')
                             expected = expected or etag

@@ -66,7 +66,7 @@ class JobError(Resource):
 class Job(Resource):
     id: str
     method: str
-    status: str  # queued | running | cancelling | succeeded | failed | cancelled
+    status: str  # queued | running | cancelling | pausing | paused | succeeded | failed | cancelled
     dataset_id: str
     validation_dataset_id: str | None = None
     base_model_id: str | None = None
@@ -90,6 +90,17 @@ class Job(Resource):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class Checkpoint(Resource):
+    """A kept checkpoint of a job (GET /v1/jobs/{id}/checkpoints)."""
+
+    step: int
+    created_at: dt.datetime
+    size_bytes: int
+    sha256: str
+    evaluation: dict[str, Any] | None = None  # {"step", "metrics"}: the newest evaluation at or before `step`
+    best: bool = False  # the best kept checkpoint by the method's metric
 
 
 class WebhookDelivery(Resource):
