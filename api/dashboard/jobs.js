@@ -7,7 +7,7 @@ import { fmtAgo, fmtTime, h, progressBar, progressText, sleep, statusBadge } fro
 const PAGE = 25;
 const MAX_LIMIT = 200; // the API's largest page
 const POLL_MS = 2000;
-export const STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"];
+export const STATUSES = ["queued", "running", "cancelling", "pausing", "paused", "succeeded", "failed", "cancelled"];
 
 function row(job) {
   return h(
