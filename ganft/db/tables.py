@@ -146,6 +146,9 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the JobCreate body
     webhook_url: Mapped[str | None] = mapped_column(Text)  # the job's, or its tenant's default at creation
+    # A fork's parent and the step of the parent's checkpoint it started from (its lineage).
+    parent_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    parent_step: Mapped[int | None] = mapped_column(Integer)
 
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # 1 on the first claim
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)

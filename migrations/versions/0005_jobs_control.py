@@ -1,4 +1,4 @@
-"""Jobs: `pausing`/`paused` states and the kept checkpoints of each job (issue 13).
+"""Jobs: `pausing`/`paused` states, fork lineage and the kept checkpoints of each job (issue 13).
 
 Revision ID: 0005
 Revises: 0004
@@ -27,6 +27,11 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:  # batch: SQLite cannot ALTER a CHECK in place
         batch.drop_constraint(op.f("ck_jobs_status"), type_="check")
         batch.create_check_constraint(op.f("ck_jobs_status"), _status_check(NEW))
+        batch.add_column(sa.Column("parent_job_id", sa.String(length=40), nullable=True))
+        batch.add_column(sa.Column("parent_step", sa.Integer(), nullable=True))
+        batch.create_foreign_key(
+            op.f("fk_jobs_parent_job_id_jobs"), "jobs", ["parent_job_id"], ["id"], ondelete="SET NULL"
+        )
     op.create_table(
         "job_checkpoints",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
@@ -49,5 +54,8 @@ def downgrade() -> None:
     # Jobs in the new states have no place in the old schema: a paused job goes back to the queue.
     op.execute("UPDATE jobs SET status = 'queued' WHERE status IN ('pausing', 'paused')")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_constraint(op.f("fk_jobs_parent_job_id_jobs"), type_="foreignkey")
+        batch.drop_column("parent_step")
+        batch.drop_column("parent_job_id")
         batch.drop_constraint(op.f("ck_jobs_status"), type_="check")
         batch.create_check_constraint(op.f("ck_jobs_status"), _status_check(OLD))
