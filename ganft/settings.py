@@ -10,19 +10,35 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "todo"}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GANFT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GANFT_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Path(".ganft")  # root of every default location below
     database_url: str = ""  # SQLAlchemy URL; default: sqlite file in data_dir
     broker_url: str = ""  # Celery broker; default: kombu filesystem transport in data_dir
     store_url: str = ""  # artifact store; default: file:// folder in data_dir
+    # s3://BUCKET/PREFIX stores (ganft/store_s3.py). Each falls back to the standard AWS variable,
+    # as in the AWS SDKs; unset ones are left to obstore's own AWS lookup (env, instance profile).
+    store_endpoint: str = Field(default="", validation_alias=AliasChoices("GANFT_STORE_ENDPOINT", "AWS_ENDPOINT_URL"))
+    store_region: str = Field(default="", validation_alias=AliasChoices("GANFT_STORE_REGION", "AWS_REGION"))
+    store_access_key_id: str = Field(
+        default="", validation_alias=AliasChoices("GANFT_STORE_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    store_secret_access_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("GANFT_STORE_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    store_path_style: bool = False  # http://endpoint/BUCKET/key, not http://BUCKET.endpoint/key (MinIO, SeaweedFS)
+    store_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)  # multipart part size (S3 minimum 5 MiB)
+    store_max_concurrency: int = Field(default=2, ge=1, le=64)  # parts in flight per upload (memory: about +2 parts)
+    store_timeout_s: float = Field(default=30.0, gt=0)  # one S3 request, wall clock
+    store_max_retries: int = Field(default=3, ge=0)  # per S3 request, with backoff
+    store_cache_dir: Path | None = None  # local copies of S3 objects (inputs, inspection); default data_dir/store-cache
 
     max_upload_bytes: int = Field(default=32 * 1024**3, ge=1)  # datasets and models, per upload (disk, not RAM)
     max_json_bytes: int = Field(default=1024**2, ge=1024)  # JSON request bodies
@@ -59,6 +75,8 @@ class Settings(BaseSettings):
     def _defaults_and_secrets(self) -> Settings:
         if self.webhook_secret.lower() in PLACEHOLDER_SECRETS:
             raise ValueError("GANFT_WEBHOOK_SECRET is a placeholder: set a real secret or leave it empty")
+        if self.store_secret_access_key.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("the S3 secret access key is a placeholder: set the real one or leave it empty")
         data = self.data_dir.resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{data / 'ganft.db'}"
@@ -66,6 +84,8 @@ class Settings(BaseSettings):
             self.broker_url = "filesystem://"
         if not self.store_url:
             self.store_url = (data / "store").as_uri()
+        if self.store_cache_dir is None:
+            self.store_cache_dir = data / "store-cache"
         return self
 
     @property

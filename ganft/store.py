@@ -5,7 +5,9 @@ are validated so that no key can leave the store root. Every write is atomic: by
 temporary file in the target folder, are fsynced, and the file is renamed into place, so a
 reader sees either the old file, the new one, or none — never half of one.
 
-Only `file://` is implemented; `s3://` is planned (several machines) and refused clearly.
+`file://` is FileStore below; `s3://BUCKET/PREFIX` is ganft.store_s3.S3Store (several machines),
+with the same methods. Both raise FileNotFoundError for a missing key and StoreError for a bad
+key; an S3 server that cannot be reached raises StoreUnavailable (an OSError).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Union
 from urllib.parse import unquote, urlparse
+
+if TYPE_CHECKING:
+    from ganft.settings import Settings
+    from ganft.store_s3 import S3Store
 
 COPY_CHUNK_BYTES = 1024 * 1024  # read/write unit when copying and hashing
 MAX_KEY_LENGTH = 1024
@@ -28,6 +34,10 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # no leading dot: no `.
 
 class StoreError(Exception):
     """A store operation failed because of the key or the store URL (not an I/O error)."""
+
+
+class StoreUnavailable(OSError):
+    """The store's server could not be reached or refused us (network, timeouts, credentials): retry later."""
 
 
 def validate_key(key: str) -> str:
@@ -177,23 +187,48 @@ class FileStore:
         else:
             path.unlink(missing_ok=True)
 
+    def check(self) -> None:
+        """Raise OSError unless the store folder exists (it is made if missing) and is writable."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"the store folder {self.root} is not writable")
 
-Store = FileStore  # the one implementation today; an S3 store will share this interface
+
+Store = Union[FileStore, "S3Store"]  # noqa: UP007 - S3Store is imported lazily (obstore)
 
 
-def open_store(url: str) -> Store:
-    """The store behind `url` (`file:///abs/path`). `s3://` is not implemented yet."""
+def open_store(url: str, settings: Settings | None = None) -> Store:
+    """The store behind `url`: `file:///abs/path`, or `s3://BUCKET/PREFIX` configured by the
+    GANFT_STORE_* settings (from `settings`, else read from the environment now)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise StoreError(f"file store URL must be local (file:///path), got {url!r}")
         return FileStore(Path(unquote(parsed.path)))
     if parsed.scheme == "s3":
-        raise StoreError(
-            "S3 artifact stores are not implemented yet; set GANFT_STORE_URL to a file:// folder "
-            "(a shared mount works across machines)"
+        from ganft.settings import Settings
+        from ganft.store_s3 import S3Options, S3Store
+
+        if not parsed.netloc:
+            raise StoreError(f"S3 store URL needs a bucket: s3://BUCKET/PREFIX, got {url!r}")
+        s = settings if settings is not None else Settings()
+        return S3Store(
+            S3Options(
+                bucket=parsed.netloc,
+                prefix=unquote(parsed.path).strip("/"),
+                endpoint=s.store_endpoint,
+                region=s.store_region,
+                access_key_id=s.store_access_key_id,
+                secret_access_key=s.store_secret_access_key.get_secret_value(),
+                path_style=s.store_path_style,
+                cache_dir=s.store_cache_dir,
+                part_bytes=s.store_part_bytes,
+                max_concurrency=s.store_max_concurrency,
+                timeout_s=s.store_timeout_s,
+                max_retries=s.store_max_retries,
+            )
         )
-    raise StoreError(f"unsupported store URL {url!r}: expected file:///path")
+    raise StoreError(f"unsupported store URL {url!r}: expected file:///path or s3://BUCKET/PREFIX")
 
 
 def _fsync_dir(folder: Path) -> None:
