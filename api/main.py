@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Sync routes and dependencies run in anyio's threadpool (40 threads by default): one thread
         # per pooled DB connection, so threads never make the pool open throwaway overflow connections.
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
+        # A store that cannot be reached (network, credentials) stops the start: every upload would fail.
+        await anyio.to_thread.run_sync(app.state.store.check)
         await anyio.to_thread.run_sync(purge_dead_uploads, engine, app.state.store, settings.stale_upload_s)
         await reader.open()
         await event_hub.start()  # LISTENs in the background: a database that is down does not stop the start
@@ -81,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reader = reader
     app.state.event_hub = event_hub
     app.state.sessionmaker = make_sessionmaker(engine)
-    app.state.store = open_store(settings.store_url)
+    app.state.store = open_store(settings.store_url, settings)
     app.state.queue = queue
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.key_cache = key_cache

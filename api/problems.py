@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ganft.db.aiopool import PoolTimeout as ReadPoolTimeout
+from ganft.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,14 @@ async def _on_database_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_store_down(request: Request, exc: Exception) -> JSONResponse:
+    # The S3 server is down or refuses us: nothing was stored (writes are all-or-nothing).
+    log.warning("artifact store unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        Problem(503, "the artifact store is unavailable; retry later", headers={"Retry-After": str(DB_RETRY_AFTER_S)})
+    )
+
+
 async def _on_dbapi_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if exc.connection_invalidated:
@@ -181,4 +190,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.OperationalError, _on_database_down)
     app.add_exception_handler(ReadPoolTimeout, _on_database_down)
     app.add_exception_handler(DBAPIError, _on_dbapi_error)
+    app.add_exception_handler(StoreUnavailable, _on_store_down)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -67,7 +67,7 @@ def run_claimed_job(job: ClaimedJob, settings: Settings) -> str:
     """Run a job this worker has claimed until it ends; returns the status it ended in
     (`lost` when another worker or the reaper took it meanwhile)."""
     engine = get_engine(settings.database_url)
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, settings)
     run_dir = settings.data_dir.resolve() / "runs" / job.id
     shutil.rmtree(run_dir, ignore_errors=True)  # the store holds the truth; an old folder is stale
     try:

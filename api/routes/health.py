@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from api.queue import JobQueue
 from api.schemas import Health
+from ganft.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,21 @@ async def _check(name: str, call: object, *args: object) -> tuple[str, str]:
         return name, f"no answer within {READY_TIMEOUT_S:g} s"
     except Exception as exc:
         log.warning("readiness: %s failed: %s", name, exc)
+        if isinstance(exc, StoreUnavailable):  # says what the server answered (e.g. 403: credentials)
+            return name, f"unreachable ({exc})"[:400]
         return name, f"unreachable ({type(exc).__name__})"
     return name, "ok"
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the database answers `SELECT 1` and the broker accepts a connection (503 naming what failed)."""
+    """Readiness: the database answers `SELECT 1`, the broker accepts a connection and the artifact store a
+    signed listing (503 naming what failed)."""
     queue: JobQueue = request.app.state.queue
     results = await asyncio.gather(
-        _check("database", _check_db, request.app.state.engine), _check("broker", queue.ping)
+        _check("database", _check_db, request.app.state.engine),
+        _check("broker", queue.ping),
+        _check("store", request.app.state.store.check),
     )
     checks = dict(results)
     ok = all(v == "ok" for v in checks.values())

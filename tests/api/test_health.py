@@ -17,7 +17,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     """Both answer 200 against the real Postgres and Redis, without a key."""
     assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
 
 
 def test_readyz_names_the_failing_part(make_client: Callable[..., TestClient]) -> None:
