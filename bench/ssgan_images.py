@@ -93,13 +93,13 @@ def run_one(task: str, seed: int, overrides: dict[str, Any], base_format: str, w
         data, val = fashion_split(seed)
     spec = TrainSpec.model_validate({"method": "ssgan", "seed": seed, "hyperparameters": overrides})
     with tempfile.TemporaryDirectory(prefix=f"ssgan-{task}-") as out:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = train(spec, data, Path(out), validation=val, base_model=base, device="cpu", progress=show)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     m = result.metrics
     row = {"seed": seed, "ssgan": m["ssgan"]["accuracy"], "control": m["control"]["accuracy"],
            "ssgan_f1": m["ssgan"]["macro_f1"], "control_f1": m["control"]["macro_f1"],
-           "verdict": m["verdict"]["outcome"], "seconds": seconds}
+           "verdict": m["verdict"]["outcome"], "seconds": seconds, "cpu_seconds": cpu}
     if task == "transfer":
         row["plain"] = plain_finetune(work, base_format, data, val, seed, steps=spec.hyperparameters.steps)
     return row
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             extra = f"  plain fine-tune {row['plain']:.4f}" if "plain" in row else ""
             print(f"seed {seed}: ssgan {row['ssgan']:.4f}  control {row['control']:.4f}  "
-                  f"delta {row['ssgan'] - row['control']:+.4f}{extra}  {row['verdict']}  {row['seconds']:.1f} s",
+                  f"delta {row['ssgan'] - row['control']:+.4f}{extra}  {row['verdict']}  "
+                  f"{row['seconds']:.1f} s ({row['cpu_seconds']:.1f} CPU-s)",
                   flush=True)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("ssgan", "control", "ssgan_f1", "control_f1")}
     print(f"mean: ssgan {mean['ssgan']:.4f}  control {mean['control']:.4f}  "
@@ -150,15 +151,17 @@ def ablation(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
             rows = [run_one("digits", seed, spec, args.base_format, Path(work)) for seed in args.seeds]
             ssgan, control = (float(np.mean([r[k] for r in rows])) for k in ("ssgan", "control"))
             seconds = float(np.mean([r["seconds"] for r in rows]))
-            table.append((name, ssgan, control, [r["ssgan"] for r in rows], seconds))
+            cpu = float(np.mean([r["cpu_seconds"] for r in rows]))
+            table.append((name, ssgan, control, [r["ssgan"] for r in rows], seconds, cpu))
             print(f"{name}: ssgan {ssgan:.4f}  control {control:.4f}  delta {ssgan - control:+.4f}  {seconds:.0f} s",
                   flush=True)
     if args.record:
         m = common.machine()
-        lines = ["| variant | ssgan acc (mean) | control acc (mean) | delta | ssgan per seed | s a run |",
-                 "|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {s:.4f} | {c:.4f} | {s - c:+.4f} | {' '.join(f'{v:.4f}' for v in per)} | {t:.0f} |"
-                  for n, s, c, per, t in table]
+        lines = ["| variant | ssgan acc (mean) | control acc (mean) | delta | ssgan per seed | s a run "
+                 "| CPU-s a run |",
+                 "|---|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {s:.4f} | {c:.4f} | {s - c:+.4f} | {' '.join(f'{v:.4f}' for v in per)} "
+                  f"| {t:.0f} | {u:.0f} |" for n, s, c, per, t, u in table]
         body = (f"`python bench/ssgan_images.py {' '.join(args.argv)}` — {m.describe()}, {args.threads} torch "
                 f"thread(s), load average {common.load_average()} at the end; seeds {args.seeds}. Each variant "
                 f"changes one thing from the defaults{' + ' + json.dumps(overrides) if overrides else ''}; "
@@ -172,13 +175,13 @@ def record(args: argparse.Namespace, overrides: dict[str, Any], rows: list[dict[
     plain = "plain" in rows[0]
     head = "| seed | ssgan acc | control acc | delta | ssgan F1 | control F1 |"
     head += " plain fine-tune |" if plain else ""
-    head += " verdict | seconds |\n|" + "---|" * (8 + plain) + "\n"
+    head += " verdict | seconds | CPU seconds |\n|" + "---|" * (9 + plain) + "\n"
     lines = []
     for r in rows:
         cells = [str(r["seed"]), f"{r['ssgan']:.4f}", f"{r['control']:.4f}", f"{r['ssgan'] - r['control']:+.4f}",
                  f"{r['ssgan_f1']:.4f}", f"{r['control_f1']:.4f}"]
         cells += [f"{r['plain']:.4f}"] if plain else []
-        cells += [r["verdict"], f"{r['seconds']:.1f}"]
+        cells += [r["verdict"], f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     m = common.machine()
     body = (f"`python bench/ssgan_images.py {' '.join(args.argv)}` — {m.describe()}, "

@@ -49,6 +49,7 @@ from ganft_core.ssgan_nets import (
     freeze_lowest_blocks,
     optimizer_groups,
     resolved_lr,
+    running_stats_frozen,
     save_classifier,
     save_generator,
     set_train_mode,
@@ -319,7 +320,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
                 logits_fake = net.head(fake)
             else:
                 real = net(torch.cat([xl, strong(xu)]))
-                logits_fake = net(strong(fake))
+                with running_stats_frozen(net):  # fakes: normalised by their own batch, not in the running stats
+                    logits_fake = net(strong(fake))
         logits_lab, logits_unl = real.float().split([b_lab, b_unl])
         loss_sup = F.cross_entropy(logits_lab, yl)
         loss_unsup = unsupervised_d_loss(logits_unl, logits_fake.float())
@@ -336,7 +338,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         opt_d.step()
 
         # ---- step G: feature matching on D's penultimate features (D's weights get no gradient)
-        with run.autocast(device), parametrize.cached():
+        with run.autocast(device), parametrize.cached(), running_stats_frozen(net):
             with torch.no_grad():
                 f_real = net.features(strong(feed_unl.gather(i_unl_g)))
             fake = gen(z_g)

@@ -19,7 +19,7 @@ from ganft_core.config import SsganHyperparameters, TrainSpec
 from ganft_core.errors import Aborted
 from ganft_core.models import registry
 from ganft_core.models.io import meta_for, save_model
-from ganft_core.ssgan_nets import optimizer_groups, set_train_mode
+from ganft_core.ssgan_nets import optimizer_groups, running_stats_frozen, set_train_mode
 from ganft_core.train import train
 from ganft_core.verdict import verdict
 from tests.core.test_ssgan import TINY, band_images
@@ -136,6 +136,25 @@ def test_set_train_mode_with_frozen_batch_norm_uses_and_keeps_running_statistics
     set_train_mode(net, [], bn_frozen=False)
     net(x)
     assert not all(torch.equal(before[k], v) for k, v in running_stats(net).items())  # plain training moves them
+
+
+def test_fake_batches_normalise_by_their_own_statistics_but_leave_the_running_ones(tmp_path: Path) -> None:
+    from ganft_core.models.io import load_model
+
+    net, _ = load_model(base_convnet(tmp_path / "base", ["a", "b", "c"]))
+    set_train_mode(net, [])
+    before = running_stats(net)
+    fakes = torch.rand(8, 1, 8, 8) * 4.0  # far from the real data's range
+    with running_stats_frozen(net):
+        out = net(fakes)
+    assert all(torch.equal(before[k], v) for k, v in running_stats(net).items())
+    net.eval()
+    assert not torch.allclose(out, net(fakes))  # batch statistics were used, not the running ones
+    momenta = {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.1}  # restored after the block
+    set_train_mode(net, [])
+    net(fakes)
+    assert not all(torch.equal(before[k], v) for k, v in running_stats(net).items())  # outside the block they move
 
 
 def test_pretrained_run_keeps_batch_norm_statistics_and_reports_its_choices(tmp_path: Path) -> None:
@@ -295,3 +314,26 @@ def test_ssgan_on_the_stored_form_is_bit_identical_to_the_in_memory_run(
         assert all(torch.equal(a[k], b[k]) for k in a), stem
     path = json.loads((tmp_path / "mapped" / "spec.json").read_text())["data_path"]
     assert path["on_device"] is (not streamed)
+
+
+# ---------------------------------------------------------------- default classifier per input size
+
+
+def _images(side: int) -> Any:
+    from ganft_core.data import Dataset, Layout
+
+    x = np.random.RandomState(0).uniform(size=(6, 1, side, side)).astype(np.float32)
+    return Dataset(x=x, y=np.array([0, 1, 2, -1, -1, -1]), classes=["a", "b", "c"],
+                   layout=Layout("image", channels=1, height=side, width=side))
+
+
+def test_convnet_from_scratch_is_narrow_above_16_px_and_says_so() -> None:
+    from ganft_core.ssgan_nets import build_classifier
+
+    big = build_classifier(SsganHyperparameters(), _images(20), None)
+    assert [s[0].out_channels for s in big.net.stages] == [16, 32, 64]
+    assert any("convnet widths (16, 32, 64)" in n for n in big.notes)
+    small = build_classifier(SsganHyperparameters(), _images(8), None)  # 8×8 digits keep the registry widths
+    assert [s[0].out_channels for s in small.net.stages] == [32, 64, 128] and not small.notes
+    chosen = build_classifier(SsganHyperparameters(architecture_arguments={"widths": [8, 8]}), _images(20), None)
+    assert [s[0].out_channels for s in chosen.net.stages] == [8, 8] and not chosen.notes  # the user's choice wins
