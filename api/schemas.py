@@ -150,13 +150,25 @@ class ModelOut(_Out):
 # ---------------------------------------------------------------- jobs
 
 
-class JobCreate(BaseModel):
-    """A training job. `hyperparameters` are checked against the method's typed fields."""
+class FromCheckpoint(BaseModel):
+    """Fork: start from a kept checkpoint of one of your jobs (GET /v1/jobs/{id}/checkpoints)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["ssgan", "adapt"]
-    dataset_id: Id
+    job_id: Id
+    step: Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class JobCreate(BaseModel):
+    """A training job. `hyperparameters` are checked against the method's typed fields.
+
+    With `from_checkpoint` (a fork) every field left out is the parent job's, and `hyperparameters`
+    are overrides of the parent's; `method` and `dataset_id` are required otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["ssgan", "adapt"] | None = None
+    dataset_id: Id | None = None
     validation_dataset_id: Id | None = None
     base_model_id: Id | None = None  # an uploaded model or a finished job's output_model_id
     evaluator_model_id: Id | None = None  # adapt: classifier whose features score FID/KID
@@ -168,6 +180,7 @@ class JobCreate(BaseModel):
         Field(max_length=50),
     ] = {}
     webhook_url: WebhookUrl | None = None  # POSTed when the job ends; default: the tenant's
+    from_checkpoint: FromCheckpoint | None = None  # fork: continue from that exact training state
 
 
 class Progress(BaseModel):
@@ -180,6 +193,11 @@ class Progress(BaseModel):
 class JobError(BaseModel):
     code: str  # invalid_dataset | invalid_model | nan_loss | out_of_memory | max_runtime_exceeded | worker_lost | ...
     message: str
+
+
+class ForkedFrom(BaseModel):
+    job_id: str | None  # null once the parent job was deleted
+    step: int
 
 
 class JobOut(_Out):
@@ -200,6 +218,7 @@ class JobOut(_Out):
     error: JobError | None
     result: dict[str, Any] | None
     output_model_id: str | None
+    forked_from: ForkedFrom | None  # a fork's parent job and the step of the checkpoint it started from
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
@@ -231,6 +250,9 @@ class JobOut(_Out):
             error=error,
             result=job.result,
             output_model_id=job.output_model_id,
+            forked_from=ForkedFrom(job_id=job.parent_job_id, step=job.parent_step)
+            if job.parent_step is not None
+            else None,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

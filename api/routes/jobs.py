@@ -1,4 +1,4 @@
-"""`/v1/jobs`: create (idempotent), list, read, cancel, pause, resume."""
+"""`/v1/jobs`: create (idempotent; or fork a checkpoint), list, read, cancel, pause, resume, export a checkpoint."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import JobDep, QueueDep, ReaderDep, SessionDep, SettingsDep, TenantDep
-from api.problems import Problem, from_validation_error, invalid
+from api import forks
+from api.deps import JobDep, QueueDep, ReaderDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from api.problems import Problem, from_validation_error, invalid, not_found
 from api.routes import checkpoints as checkpoint_routes
 from api.routes import webhooks as webhook_routes
-from api.schemas import JobCreate, JobOut, JobStatus, ListOf
+from api.schemas import FromCheckpoint, JobCreate, JobOut, JobStatus, ListOf
 from ganft.db.tables import Job
-from ganft.repo import datasets, jobs, models, webhooks
+from ganft.repo import checkpoints, datasets, jobs, models, webhooks
 from ganft.repo.keys import Principal
 from ganft.repo.pages import InvalidCursor
 from ganft.states import InvalidTransition
@@ -33,9 +34,11 @@ BASE_ROLES = {"ssgan": ("classifier",), "adapt": ("gan", "generator")}
 
 
 class ParsedJob:
-    """A JobCreate with its hyperparameters resolved (every default filled in) and its request hash."""
+    """A JobCreate with its hyperparameters resolved (every default filled in) and its request hash.
 
-    def __init__(self, spec: JobCreate, hyperparameters: dict[str, Any]) -> None:
+    A fork's hyperparameters are resolved against its parent in the route (api/forks.py): None here."""
+
+    def __init__(self, spec: JobCreate, hyperparameters: dict[str, Any] | None) -> None:
         self.spec = spec
         self.hyperparameters = hyperparameters
         canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -57,6 +60,12 @@ async def _job_body(request: Request, settings: SettingsDep) -> ParsedJob:
         spec = JobCreate.model_validate(document, context={"webhook_allow_private": settings.webhook_allow_private})
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+    if spec.from_checkpoint is not None:
+        return ParsedJob(spec, None)
+    for field in ("method", "dataset_id"):
+        if getattr(spec, field) is None:
+            raise invalid(field, "Field required (unless the job forks from_checkpoint)")
+    assert spec.method is not None
     try:
         hp = HYPERPARAMETERS[spec.method].model_validate(spec.hyperparameters)
     except ValidationError as exc:
@@ -80,15 +89,20 @@ def create_job(
     parsed: Annotated[ParsedJob, Depends(_job_body)],
     settings: SettingsDep,
     queue: QueueDep,
+    store: StoreDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> JobOut:
-    """Create a training job; a repeated `Idempotency-Key` with the same body returns the same job."""
+    """Create a training job (or, with `from_checkpoint`, fork one); a repeated `Idempotency-Key` with the
+    same body returns the same job."""
     if idempotency_key is not None:
         existing = jobs.find_by_idempotency_key(session, tenant_id=tenant.tenant_id, key=idempotency_key)
         if existing is not None:
             return _replay(response, existing, parsed)
-    _check_references(session, tenant, parsed.spec)
-    spec = parsed.spec
+    fork = forks.resolve(session, tenant_id=tenant.tenant_id, spec=parsed.spec) if parsed.spec.from_checkpoint else None
+    spec = fork.spec if fork else parsed.spec
+    hyperparameters = fork.hyperparameters if fork else parsed.hyperparameters
+    assert spec.method is not None and spec.dataset_id is not None and hyperparameters is not None
+    _check_references(session, tenant, spec)
     webhook_url = spec.webhook_url or webhooks.tenant_default_url(session, tenant_id=tenant.tenant_id)
     try:
         job = jobs.create(
@@ -99,16 +113,18 @@ def create_job(
             validation_dataset_id=spec.validation_dataset_id,
             base_model_id=spec.base_model_id,
             evaluator_model_id=spec.evaluator_model_id,
-            hyperparameters=parsed.hyperparameters,
+            hyperparameters=hyperparameters,
             seed=spec.seed,
             max_runtime_s=spec.max_runtime_s,
             metadata=spec.metadata,
-            total_steps=int(parsed.hyperparameters["steps"]),
+            total_steps=int(hyperparameters["steps"]),
             max_attempts=settings.max_attempts,
             idempotency_key=idempotency_key,
             request_hash=parsed.request_hash,
         )
         job.webhook_url = webhook_url  # fixed now: a later change of the tenant default leaves this job alone
+        if fork is not None:
+            forks.copy_checkpoint(session, store, fork=fork, job=job)
         session.commit()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
@@ -137,6 +153,7 @@ def _check_references(session: Session, tenant: Principal, spec: JobCreate) -> N
 
     The rows stay share-locked until commit, so a concurrent delete cannot slip in between.
     """
+    assert spec.method is not None
     for field, dataset_id in (("dataset_id", spec.dataset_id), ("validation_dataset_id", spec.validation_dataset_id)):
         if (
             dataset_id is not None
@@ -230,6 +247,31 @@ def resume_job(job: JobDep, session: SessionDep, queue: QueueDep) -> JobOut:
         jobs.mark_dispatched(session, job_id=job.id)
         session.commit()
     return JobOut.of(updated)
+
+
+@router.post("/{job_id}/checkpoints/{step}/export", status_code=202, response_model=JobOut)
+def export_checkpoint(
+    response: Response,
+    job: JobDep,
+    step: checkpoint_routes.Step,
+    session: SessionDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    store: StoreDep,
+) -> JobOut:
+    """Register the model of one checkpoint: a fork that trains no further (steps = that step) and only writes
+    the outputs; its `output_model_id` is the model once it succeeds."""
+    if checkpoints.get(session, job_id=job.id, step=step) is None:
+        raise not_found("checkpoint", str(step))
+    spec = JobCreate(
+        from_checkpoint=FromCheckpoint(job_id=job.id, step=step),
+        hyperparameters={"steps": step},
+        metadata={"export_of": f"{job.id}@{step}"},
+    )
+    exported = create_job(response, session, tenant, ParsedJob(spec, None), settings, queue, store)
+    response.status_code = 202
+    return exported
 
 
 router.include_router(webhook_routes.router)  # GET /v1/jobs/{id}/webhooks
