@@ -1,4 +1,5 @@
-"""`ganft jobs ...`: create, list, show, cancel, pause, resume, checkpoints, watch (live progress bar) and logs.
+"""`ganft jobs ...`: create, list, show, cancel, pause, resume, checkpoints, fork, export, watch (live progress
+bar) and logs.
 
 `jobs watch` exits 0 when the job succeeds, 3 when it fails and 4 when it is cancelled, so a
 script can `ganft jobs watch $JOB && ganft artifacts download $JOB model.pt2`.
@@ -103,6 +104,32 @@ def _pause(api: Client, args: argparse.Namespace) -> int:
 def _resume(api: Client, args: argparse.Namespace) -> int:
     job = api.resume_job(args.id)
     return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
+
+
+def _fork(api: Client, args: argparse.Namespace) -> int:
+    """`jobs fork JOB --step N [--hp k=v ...]`: prints the new job's id."""
+    fields: dict[str, Any] = {} if args.seed is None else {"seed": args.seed}
+    if args.metadata:
+        fields["metadata"] = parse_pairs(args.metadata, json_values=False)
+    hp = parse_pairs(args.hp, json_values=True)
+    job = api.fork_job(args.id, args.step, hyperparameters=hp, **fields)
+    if args.json:
+        emit_json(job)
+    else:
+        sys.stdout.write(f"{job.id}\n")
+        sys.stderr.write(f"forked {args.id} at step {args.step} as {job.id}; follow it: ganft jobs watch {job.id}\n")
+    return 0
+
+
+def _export(api: Client, args: argparse.Namespace) -> int:
+    """`jobs export JOB --step N`: prints the export job's id (its output_model_id is the model)."""
+    job = api.export_checkpoint(args.id, args.step)
+    if args.json:
+        emit_json(job)
+    else:
+        sys.stdout.write(f"{job.id}\n")
+        sys.stderr.write(f"exporting step {args.step} of {args.id} in job {job.id}: ganft jobs watch {job.id}\n")
+    return 0
 
 
 CHECKPOINT_COLUMNS = ("step", "created_at", "size_bytes", "evaluated_at", "figures", "best")
@@ -219,6 +246,17 @@ def add_commands(commands: Any) -> None:
         cmd = sub.add_parser(name, parents=[common], help=text)
         cmd.add_argument("id")
         cmd.set_defaults(run=with_client(handler))
+    fork = sub.add_parser("fork", parents=[common], help="a new job from a checkpoint, with overrides")
+    fork.add_argument("id")
+    fork.add_argument("--step", type=int, required=True, help="a kept checkpoint's step (jobs checkpoints)")
+    fork.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter override")
+    fork.add_argument("--seed", type=int, default=None)
+    fork.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    fork.set_defaults(run=with_client(_fork))
+    export = sub.add_parser("export", parents=[common], help="register the model of one checkpoint")
+    export.add_argument("id")
+    export.add_argument("--step", type=int, required=True)
+    export.set_defaults(run=with_client(_export))
     sub.choices["checkpoints"].add_argument("--download", type=int, default=None, metavar="STEP")
     sub.choices["checkpoints"].add_argument("-o", "--out", type=Path, default=None, help="where --download saves")
     sub.choices["watch"].add_argument(

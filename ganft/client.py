@@ -316,6 +316,16 @@ class Client:
         """Resume a paused job: queued again, it continues from its newest checkpoint."""
         return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/resume", idempotent=True).json())
 
+    def fork_job(self, job_id: str, step: int, *, hyperparameters: dict[str, Any] | None = None, **fields: Any) -> Job:
+        """A new job from `job_id`'s checkpoint at `step`: the parent's settings with these overrides."""
+        spec = {"from_checkpoint": {"job_id": job_id, "step": step}, "hyperparameters": hyperparameters or {}}
+        return self.create_job({**spec, **fields})
+
+    def export_checkpoint(self, job_id: str, step: int) -> Job:
+        """Register the model of one checkpoint: returns the export job (`output_model_id` once it succeeds)."""
+        response = self.request("POST", f"/v1/jobs/{job_id}/checkpoints/{int(step)}/export")
+        return Job.model_validate(response.json())
+
     def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
         body = self.request("GET", f"/v1/jobs/{job_id}/checkpoints").json()
         return [Checkpoint.model_validate(c) for c in body["data"]]

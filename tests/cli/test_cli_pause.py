@@ -62,6 +62,14 @@ def test_pause_resume_and_checkpoints_commands(
     assert (tmp_path / "c.pt").read_bytes() == data
     missing = ganft.run("jobs", "checkpoints", job_id, "--download", "41", "-o", str(tmp_path / "x.pt"))
     assert missing.returncode != 0 and "checkpoint '41' not found" in missing.stderr
+    fork_id = ganft.ok("jobs", "fork", job_id, "--step", "40", "--hp", "steps=500", "--hp", "lr_d=1e-4").strip()
+    fork = ganft.json("jobs", "show", fork_id)
+    assert fork["forked_from"] == {"job_id": job_id, "step": 40}
+    assert (fork["hyperparameters"]["steps"], fork["hyperparameters"]["lr_d"]) == (500, 1e-4)
+    bad = ganft.run("jobs", "fork", job_id, "--step", "40", "--hp", "z_dim=3")
+    assert bad.returncode != 0 and "hyperparameters.z_dim" in bad.stderr
+    export = ganft.json("jobs", "export", job_id, "--step", "40")
+    assert (export["hyperparameters"]["steps"], export["forked_from"]["step"]) == (40, 40)
     assert ganft.json("jobs", "pause", job_id)["status"] == "pausing"
 
     _set(engine, job_id, status="succeeded")
