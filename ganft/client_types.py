@@ -81,6 +81,7 @@ class Job(Resource):
     error: JobError | None = None
     result: dict[str, Any] | None = None
     output_model_id: str | None = None
+    forked_from: dict[str, Any] | None = None  # a fork's {"job_id", "step"}
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
