@@ -88,3 +88,37 @@ def test_pause_frees_the_worker_and_resume_ends_as_an_uninterrupted_run(
     # Continued from the exact state: the same weights as the run that was never paused.
     assert _model_sha(engine, paused_job) == _model_sha(engine, straight_job)
     assert resumed.result is not None and resumed.result["best_step"] in (500, 1000, 1500)
+
+
+def test_a_worker_lost_while_pausing_leaves_the_job_paused_and_resumable(
+    engine: Engine, store: Store, start_worker: WorkerProcess.Factory
+) -> None:
+    """The machine dies with a pause pending: the reaper (on another worker node) makes the job `paused`, not
+    queued or failed; resumed, it continues from its newest stored checkpoint on the other worker."""
+    job_id = make_job(engine, store, hyperparameters={**HP, "steps": 100_000})
+    first = start_worker("w1")
+    _send(job_id)
+    wait_for(lambda: job_row(engine, job_id).checkpoint_key, timeout=120, what="a checkpoint", logs=first.logs)
+    first.kill()
+    with session_scope(engine) as session:
+        assert jobs.request_pause(session, job_id=job_id).status == "pausing"
+    stored_step = job_row(engine, job_id).checkpoint_step
+    second = start_worker("w2")
+    logs = lambda: first.logs() + second.logs()  # noqa: E731
+    row = wait_for(lambda: (r := job_row(engine, job_id)).status != "pausing" and r, timeout=60, what="the reaper")
+    assert (row.status, row.worker_id, row.checkpoint_step) == ("paused", None, stored_step), logs()
+    with session_scope(engine) as session:
+        assert jobs.request_resume(session, job_id=job_id)[0].status == "queued"
+    _send(job_id)
+
+    def progress_after_resume() -> list[int]:
+        events = job_events(engine, job_id)
+        claims = [seq for seq, t, d in events if t == "status" and d["status"] == "running"]
+        return len(claims) == 2 and [d["step"] for seq, t, d in events if t == "progress" and seq > claims[1]]
+
+    steps = wait_for(progress_after_resume, timeout=120, what="progress after the resume", logs=logs)
+    assert stored_step is not None and min(steps) >= stored_step
+    assert job_row(engine, job_id).status == "running"
+    with session_scope(engine) as session:
+        jobs.request_cancel(session, job_id=job_id)
+    wait_for(lambda: job_row(engine, job_id).status == "cancelled", timeout=60, what="the cancel", logs=logs)
