@@ -140,6 +140,15 @@ def purge_dead_uploads(engine: Any, store: Store, max_age_s: float) -> list[str]
         log.warning("removed %d upload(s) that never finished: %s", len(dead), ", ".join(dead))
     if dead_models:
         log.warning("removed %d model upload(s) that never finished: %s", len(dead_models), ", ".join(dead_models))
+    abort_stale = getattr(store, "abort_stale_uploads", None)  # S3: multipart uploads whose abort never arrived
+    if abort_stale is not None:
+        try:
+            aborted = abort_stale(older_than_s=max_age_s)
+        except OSError as exc:
+            log.warning("could not look for open multipart uploads (%s); the next start retries", exc)
+        else:
+            if aborted:
+                log.warning("aborted %d multipart upload(s) left open: %s", len(aborted), ", ".join(aborted))
     return dead + dead_models
 
 

@@ -461,3 +461,89 @@ class S3Store:
     def presign_get(self, key: str, expires_s: float) -> str:
         """A URL that GETs `key` without credentials for `expires_s` seconds."""
         return str(obstore.sign(self.client, "GET", self._key(key), timedelta(seconds=expires_s)))
+
+    # -- multipart uploads left open ---------------------------------------------------------------
+    # obstore aborts a failed upload itself, but not when the server is unreachable at that moment:
+    # such an upload stays open (and billed) until aborted. obstore cannot list open uploads, so
+    # these two requests are signed here (AWS Signature V4, the documented algorithm:
+    # https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html).
+
+    def abort_stale_uploads(self, *, older_than_s: float) -> list[str]:
+        """Abort the multipart uploads under this store's prefix begun more than `older_than_s`
+        seconds ago; returns their keys. Needs explicit credentials (GANFT_STORE_* or AWS_*)."""
+        import datetime as dt
+        import xml.etree.ElementTree as ET
+
+        ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        prefix = self.prefix + "/" if self.prefix else ""
+        now = dt.datetime.now(dt.UTC)
+        aborted: list[str] = []
+        params = {"uploads": "", "prefix": prefix}
+        while True:
+            answer = self._signed("GET", "", params)
+            root = ET.fromstring(answer.content)
+            for upload in root.iter(f"{ns}Upload"):
+                key = upload.findtext(f"{ns}Key") or ""
+                upload_id = upload.findtext(f"{ns}UploadId") or ""
+                initiated = upload.findtext(f"{ns}Initiated") or ""
+                try:
+                    began = dt.datetime.fromisoformat(initiated.replace("Z", "+00:00"))
+                except ValueError:
+                    began = now  # unknown age: keep it
+                if not key.startswith(prefix) or (now - began).total_seconds() < older_than_s:
+                    continue
+                self._signed("DELETE", key, {"uploadId": upload_id})
+                aborted.append(key[len(prefix) :])
+            if (root.findtext(f"{ns}IsTruncated") or "false").lower() != "true":
+                return aborted
+            params = {
+                "uploads": "",
+                "prefix": prefix,
+                "key-marker": root.findtext(f"{ns}NextKeyMarker") or "",
+                "upload-id-marker": root.findtext(f"{ns}NextUploadIdMarker") or "",
+            }
+
+    def _signed(self, method: str, path: str, params: dict[str, str]) -> Any:
+        import datetime as dt
+        import hmac
+        from urllib.parse import quote, urlparse
+
+        import httpx
+
+        o = self.options
+        if not (o.access_key_id and o.secret_access_key):
+            raise StoreUnavailable("listing open multipart uploads needs explicit S3 credentials")
+        region = o.region or "us-east-1"
+        endpoint = (o.endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
+        parsed = urlparse(endpoint)
+        host = parsed.netloc if o.path_style else f"{o.bucket}.{parsed.netloc}"
+        base_path = parsed.path.rstrip("/")
+        url_path = f"{base_path}/{o.bucket}/{path}" if o.path_style else f"{base_path}/{path}"
+        canonical_uri = quote(url_path, safe="/-_.~")
+        query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+        stamp = dt.datetime.now(dt.UTC)
+        amz_date, day = stamp.strftime("%Y%m%dT%H%M%SZ"), stamp.strftime("%Y%m%d")
+        payload = hashlib.sha256(b"").hexdigest()
+        headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+        signed = ";".join(sorted(headers))
+        canonical = "\n".join(
+            [method, canonical_uri, query, *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed, payload]
+        )
+        scope = f"{day}/{region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        key = ("AWS4" + o.secret_access_key).encode()
+        for part in (day, region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={o.access_key_id}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        )
+        try:
+            answer = httpx.request(
+                method, f"{parsed.scheme}://{host}{canonical_uri}?{query}", headers=headers, timeout=o.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc, f"{method} {path or 'uploads'}") from exc
+        if answer.status_code >= 300 and not (method == "DELETE" and answer.status_code == 404):
+            raise StoreUnavailable(f"S3 store answered {answer.status_code} to {method} ?{query}: {answer.text[:300]}")
+        return answer

@@ -153,6 +153,8 @@ class SeaweedS3:
             params={"limit": 10000},
             timeout=10.0,
         )
+        if answer.status_code == 404:  # no upload was ever begun in the bucket
+            return []
         answer.raise_for_status()
         entries = answer.json().get("Entries") or []
         return [base64.b64decode(e.get("Extended", {}).get("key", "")).decode() for e in entries]

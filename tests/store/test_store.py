@@ -198,3 +198,27 @@ def test_presigned_get_reads_without_credentials(s3_settings: Settings) -> None:
     store.put_bytes("jobs/j/artifacts/model.json", b"{}")
     answer = httpx.get(store.presign_get("jobs/j/artifacts/model.json", 60))
     assert answer.status_code == 200 and answer.content == b"{}"
+
+
+def test_stale_multipart_uploads_are_aborted(s3_settings: Settings, s3_server: SeaweedS3) -> None:
+    """An upload whose abort could not reach the server stays open; abort_stale_uploads ends it,
+    and only those under this store's prefix and older than the limit."""
+    import obstore
+
+    store = _s3(s3_settings)
+    other = _s3(s3_settings.model_copy(update={"store_url": store.url + "-other"}))
+    for s, name in ((store, "datasets/d/data"), (other, "datasets/e/data")):
+        # A writer dropped without commit or abort: obstore leaves its multipart upload open.
+        w = obstore.open_writer(s.client, s._key(name), buffer_size=5 * MIB)
+        w.write(b"y" * (6 * MIB))
+        del w
+    import time
+
+    time.sleep(1)
+    mine = [k for k in s3_server.pending_uploads() if k.startswith(store.prefix + "/")]
+    assert mine == [f"{store.prefix}/datasets/d/data"]
+    assert store.abort_stale_uploads(older_than_s=3600) == []  # too recent
+    assert store.abort_stale_uploads(older_than_s=0) == ["datasets/d/data"]
+    pending = s3_server.pending_uploads()
+    assert f"{store.prefix}/datasets/d/data" not in pending and f"{other.prefix}/datasets/e/data" in pending
+    assert other.abort_stale_uploads(older_than_s=0) == ["datasets/e/data"]
