@@ -3,11 +3,14 @@ other work, and the resumed job ends with the same weights as an uninterrupted r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import Engine, select
 
-from ganft.db.session import session_scope
+from ganft.db.migrate import upgrade
+from ganft.db.session import make_engine, session_scope
 from ganft.db.tables import Artifact, JobCheckpoint
-from ganft.repo import jobs
+from ganft.repo import jobs, lifecycle
 from ganft.store import Store
 from tests.worker.helpers import WorkerProcess, job_events, job_row, make_job, wait_for
 from tests.worker.test_worker_process import _send
@@ -122,3 +125,31 @@ def test_a_worker_lost_while_pausing_leaves_the_job_paused_and_resumable(
     with session_scope(engine) as session:
         jobs.request_cancel(session, job_id=job_id)
     wait_for(lambda: job_row(engine, job_id).status == "cancelled", timeout=60, what="the cancel", logs=logs)
+
+
+def test_pause_and_kept_checkpoints_on_sqlite(tmp_path: Path, store: Store) -> None:
+    """The embedded default (SQLite): the status CHECK takes the new states; checkpoints are recorded and pruned."""
+    url = f"sqlite:///{tmp_path / 'ganft.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    job_id = make_job(engine, store, hyperparameters={**HP, "keep_checkpoints": 1})
+    with session_scope(engine) as session:
+        assert lifecycle.claim_job(session, job_id=job_id, worker_id="w1", lease_s=60) is not None
+    dropped = []
+    for step in (100, 200):
+        with session_scope(engine) as session:
+            key = f"jobs/{job_id}/checkpoints/ckpt-{step:08d}.pt"
+            recorded = lifecycle.record_checkpoint(
+                session, job_id=job_id, worker_id="w1", key=key, step=step, size_bytes=1, sha256="0" * 64
+            )
+            assert recorded is not None
+            dropped += recorded
+    assert dropped == [f"jobs/{job_id}/checkpoints/ckpt-00000100.pt"]
+    with session_scope(engine) as session:
+        assert jobs.request_pause(session, job_id=job_id).status == "pausing"
+    with session_scope(engine) as session:
+        assert lifecycle.pause_job(session, job_id=job_id, worker_id="w1") == "paused"
+    with session_scope(engine) as session:
+        job, requeued = jobs.request_resume(session, job_id=job_id)
+        assert (job.status, job.checkpoint_step, requeued) == ("queued", 200, True)
+    engine.dispose()
