@@ -2,9 +2,9 @@
 
 A checkpoint's evaluation figures are those of the job's newest evaluation at or before its step
 (the `evaluation` events the worker appends). The keep policy keeps the `keep_checkpoints`
-newest checkpoints of a job plus the best one by the method's metric (ssgan: highest accuracy,
-adapt: lowest FID); when several checkpoints share the best evaluation, the earliest of them
-(the one nearest the evaluated weights) is the best.
+newest checkpoints of a job plus the best one by its figures in the method's metric (ssgan:
+highest accuracy, adapt: lowest FID); when several checkpoints share the best figures, the
+earliest of them (the one nearest the evaluated weights) is the best.
 """
 
 from __future__ import annotations
@@ -77,11 +77,16 @@ def kept(session: Session, *, job_id: str, method: str) -> list[KeptCheckpoint]:
 
 
 def _best_step(method: str, rows: Sequence[JobCheckpoint], found: Sequence[Evaluation]) -> int | None:
-    best = best_evaluation(method, [e for e in found if any(r.step >= e.step for r in rows)])
-    if best is None:
-        return None
-    # The earliest checkpoint at or after the best evaluation carries those figures.
-    return min(r.step for r in rows if r.step >= best.step)
+    """The step of the checkpoint whose figures (the evaluation at or before it) are best; of equals the
+    earliest, the one nearest the evaluated weights. None before any evaluation."""
+    name, higher = BEST_METRIC[method]
+    scored = []
+    for row in rows:
+        evaluation = _evaluation_at(row.step, found)
+        value = evaluation.metrics.get(name) if evaluation is not None else None
+        if isinstance(value, int | float):
+            scored.append(((value if higher else -value), -row.step))
+    return -max(scored)[1] if scored else None
 
 
 def get(session: Session, *, job_id: str, step: int) -> JobCheckpoint | None:

@@ -160,3 +160,22 @@ def test_other_tenants_see_404(
         assert getattr(client, method)(path, headers=other_headers).status_code == 404, path
     assert _status(client, headers, job) == "running"
     assert client.get(f"/v1/jobs/{job}/checkpoints/3", headers=headers).content == b"secret state"
+
+
+def test_the_best_checkpoint_is_the_one_with_the_best_figures(
+    client: TestClient, headers: dict[str, str], seed: Seed
+) -> None:
+    """A checkpoint is ranked by the evaluation it lists, not by an earlier one it came after."""
+    job = seed.job(status="running", worker_id="w1")
+    seed.event(job, "evaluation", step=10, metrics={"accuracy": 0.9})  # no checkpoint holds these weights
+    seed.event(job, "evaluation", step=15, metrics={"accuracy": 0.2})
+    _record(seed, job, 20, b"a")
+    _record(seed, job, 30, b"b")
+    seed.event(job, "evaluation", step=35, metrics={"accuracy": 0.5})
+    _record(seed, job, 40, b"c")
+    listing = client.get(f"/v1/jobs/{job}/checkpoints", headers=headers).json()["data"]
+    assert [(c["step"], c["evaluation"]["metrics"]["accuracy"], c["best"]) for c in listing] == [
+        (20, 0.2, False),
+        (30, 0.2, False),
+        (40, 0.5, True),
+    ]
