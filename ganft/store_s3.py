@@ -4,11 +4,12 @@ Same interface and guarantees as `FileStore` (ganft/store.py): keys are validate
 and a reader sees an object whole or not at all (S3 makes an object visible only when its PUT
 or its multipart upload completes).
 
-- Writes stream: `open_write` keeps at most one part (`part_bytes`) in its own buffer, hands full
-  parts through a queue of two to a thread that runs one `obstore.put` over them (a multipart
-  upload of `max_concurrency` parts in flight). Peak memory per upload is therefore about
-  (3 + max_concurrency) parts, whatever the object's size (bench/store_clients.py). An object
-  smaller than one part is one plain PUT. `abort()`, or an exception in the block, makes the
+- Writes stream: `open_write` holds the first part (`part_bytes`) itself, then hands what is
+  written, in pieces of about 1 MiB through a queue of four, to a thread that runs one
+  `obstore.put` over them (a multipart upload: obstore assembles the parts and keeps
+  `max_concurrency` in flight). Peak memory per upload is therefore about (2 + max_concurrency)
+  parts, whatever the object's size (bench/store_clients.py). An object smaller than one part is
+  one plain PUT. `abort()`, or an exception in the block, makes the
   put's input raise, and obstore aborts the multipart upload: nothing stays behind.
 - Reads stream ranged GETs (`open_read(key, start, end)`), 1 MiB at a time.
 - `local_path(key)` is a local copy in `cache_dir` (the dataset inspector and the worker's
@@ -47,7 +48,8 @@ _NOT_FOUND = (NotFoundError, FileNotFoundError)
 _FAILED = (BaseError, OSError)
 
 READ_CHUNK_BYTES = 1024 * 1024  # smallest piece a ranged GET hands back
-QUEUE_PARTS = 2  # full parts waiting for the uploading thread
+SEND_BYTES = 1024 * 1024  # writes are joined into pieces of about this size for the uploading thread
+QUEUE_PIECES = 4  # pieces waiting for it (obstore assembles them into parts)
 DELETE_BATCH = 1000  # keys per bulk delete (S3 DeleteObjects limit)
 
 
@@ -86,10 +88,11 @@ class S3Writer:
     def __init__(self, store: S3Store, path: str, cache_final: Path | None) -> None:
         self._store = store
         self._path = path
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []  # written, not yet handed to the uploading thread
+        self._pending = 0  # their bytes
         self._hash = hashlib.sha256()
         self.size = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_PARTS)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_PIECES)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._done = False
@@ -108,11 +111,19 @@ class S3Writer:
         self.size += len(data)
         if self._cache is not None:
             self._cache.write(data)
-        self._buffer += data
-        part = self._store.options.part_bytes
-        while len(self._buffer) >= part:
-            self._send(bytes(self._buffer[:part]))
-            del self._buffer[:part]
+        if not data:
+            return
+        self._chunks.append(bytes(data))
+        self._pending += len(data)
+        # The first part stays here until it is full: a smaller object is one plain PUT at commit.
+        if self._pending >= (self._store.options.part_bytes if self._thread is None else SEND_BYTES):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._chunks:
+            piece = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+            self._chunks, self._pending = [], 0
+            self._send(piece)
 
     def _send(self, part: bytes | None) -> None:
         if self._thread is None:
@@ -164,12 +175,11 @@ class S3Writer:
         try:
             if self._thread is None:  # smaller than one part: a single PUT
                 try:
-                    obstore.put(self._store.client, self._path, bytes(self._buffer), use_multipart=False)
+                    obstore.put(self._store.client, self._path, b"".join(self._chunks), use_multipart=False)
                 except _FAILED as exc:
                     raise _unavailable(exc, f"uploading {self._path!r}") from exc
             else:
-                if self._buffer:
-                    self._send(bytes(self._buffer))
+                self._flush()
                 self._send(self._END)
                 self._thread.join()
                 if self._error is not None:
@@ -178,7 +188,7 @@ class S3Writer:
             self.abort()
             raise
         self._done = True
-        self._buffer = bytearray()
+        self._chunks, self._pending = [], 0
         if self._cache is not None and self._cache_tmp is not None and self._cache_final is not None:
             self._cache.close()
             self._cache = None
@@ -189,7 +199,7 @@ class S3Writer:
     def abort(self) -> None:
         if not self._done:
             self._done = True
-            self._buffer = bytearray()
+            self._chunks, self._pending = [], 0
             thread = self._thread
             if thread is not None and thread.is_alive():
                 while thread.is_alive():
