@@ -15,7 +15,8 @@ import { followEvents } from "./sse.js";
 const POLL_MS = 2000;
 const METRICS_PAGE = 1000;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-const CANCELLABLE = new Set(["queued", "running"]);
+const CANCELLABLE = new Set(["queued", "running", "pausing", "paused"]);
+const PAUSABLE = new Set(["queued", "running"]);
 
 const card = (title, ...body) => h("section", { class: "card" }, h("h2", {}, title), ...body);
 
@@ -68,6 +69,8 @@ export function renderJob(root, signal, jobId) {
 
   const badges = h("span", { class: "badges" });
   const cancel = h("button", { type: "button", class: "danger", hidden: true }, "Cancel job");
+  const pause = h("button", { type: "button", hidden: true }, "Pause");
+  const resume = h("button", { type: "button", hidden: true }, "Resume");
   const progress = h("div", { class: "progress-block" });
   const errorBox = h("div", { class: "error-box", role: "alert", hidden: true });
   const results = h("div", { id: "results" });
@@ -85,6 +88,8 @@ export function renderJob(root, signal, jobId) {
       h("a", { href: "#/", class: "back" }, "← Jobs"),
       h("h1", { class: "mono" }, jobId),
       badges,
+      pause,
+      resume,
       cancel,
     ),
     note,
@@ -109,6 +114,21 @@ export function renderJob(root, signal, jobId) {
     }
   });
 
+  // Pause checkpoints the job and frees its worker; resume queues it again from that checkpoint.
+  for (const [button, action] of [[pause, "pause"], [resume, "resume"]]) {
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        draw(await postJSON(jobPath(jobId, `/${action}`), undefined, { signal }));
+        wake();
+      } catch (error) {
+        showNote(`${action === "pause" ? "Pause" : "Resume"} failed: ${error.message}`);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   function showNote(text) {
     note.textContent = text;
     note.hidden = !text;
@@ -119,6 +139,8 @@ export function renderJob(root, signal, jobId) {
     document.title = `${job.status} · ${job.id} · ganft`;
     badges.replaceChildren(statusBadge(job.status), h("span", { class: "badge method" }, job.method));
     cancel.hidden = !CANCELLABLE.has(job.status);
+    pause.hidden = !PAUSABLE.has(job.status);
+    resume.hidden = job.status !== "paused";
     const steps = h("span", { class: "progress-text" }, progressText(job));
     progress.replaceChildren(progressBar(job.progress, job.status), steps,
       h("span", { class: "muted" }, ` · attempt ${job.attempt}`));

@@ -125,12 +125,19 @@ export function hyperparameterBody(job) {
   { class: "kv" })];
 }
 
+/** A fork's parent (a link to its page; the parent may have been deleted since) and step. */
+function forkedFrom({ job_id: parent, step }) {
+  const at = ` at step ${step}`;
+  return parent ? h("span", {}, h("a", { href: `#/jobs/${parent}`, class: "mono" }, parent), at) : `(deleted job)${at}`;
+}
+
 export function detailBody(job) {
   const link = (id) => (id ? h("span", { class: "mono" }, id) : "–");
   const rows = [
     ["Dataset", link(job.dataset_id)],
     ["Validation dataset", link(job.validation_dataset_id)],
     ["Base model", link(job.base_model_id)],
+    job.forked_from ? ["Forked from", forkedFrom(job.forked_from)] : null,
     job.evaluator_model_id ? ["Evaluator", link(job.evaluator_model_id)] : null,
     ["Output model", link(job.output_model_id)],
     ["Seed", String(job.seed)],
