@@ -108,8 +108,11 @@ def copy_checkpoint(session: Session, store: Store, *, fork: Fork, job: Job) -> 
     attempt resumes from it)."""
     source = fork.checkpoint
     key = f"jobs/{job.id}/checkpoints/{source.storage_key.rsplit('/', 1)[-1]}"
-    with store.open_read(source.storage_key) as reader:
-        size, sha256 = store.put_stream(key, iter(lambda: reader.read(1024 * 1024), b""))
+    try:
+        with store.open_read(source.storage_key) as reader:
+            size, sha256 = store.put_stream(key, iter(lambda: reader.read(1024 * 1024), b""))
+    except FileNotFoundError:  # the running parent's keep policy dropped it meanwhile
+        raise invalid("from_checkpoint.step", f"the checkpoint at step {source.step} is no longer kept") from None
     checkpoints.add(
         session,
         job_id=job.id,

@@ -110,3 +110,12 @@ def test_export_is_a_fork_that_only_writes_the_outputs(client: TestClient, heade
     assert response.headers["location"] == f"/v1/jobs/{export['id']}"
     missing = client.post(f"/v1/jobs/{parent}/checkpoints/41/export", headers=headers)
     assert missing.status_code == 404 and "checkpoint '41'" in missing.json()["detail"]
+
+
+def test_a_checkpoint_gone_from_the_store_is_a_422(client: TestClient, headers: dict[str, str], seed: Seed) -> None:
+    """The running parent's keep policy may drop the file between the listing and the copy: no 500."""
+    parent = _parent(seed)
+    open_store(seed.settings.store_url).delete(f"jobs/{parent}/checkpoints/ckpt-00000040.pt")
+    response = _fork(client, headers, parent)
+    assert _error(response) == (422, "from_checkpoint.step") and "no longer kept" in response.text
+    assert client.get("/v1/jobs", headers=headers).json()["data"][0]["id"] == parent  # no fork was made
