@@ -1,4 +1,4 @@
-"""Storage usage and the orphan sweep for the artifact store (issue 12, first part).
+"""Storage usage and the orphan sweep for the artifact store, `file://` and `s3://` alike.
 
 The store lays objects out under one folder per owner: `datasets/<id>/...`, `models/<id>/...`
 and `jobs/<id>/...`. `usage_by_kind` adds up stored bytes per kind; `sweep_orphans` deletes the
@@ -6,8 +6,10 @@ folders of owners that no longer exist (no row in the database), idempotently.
 
 Safety: a folder is deleted only when its owner id is absent from `live_ids` AND nothing in it
 was written within `grace_s` seconds (an upload in flight writes its files before its row is
-committed). Ids in `live_ids` are never touched. Only `file://` stores are implemented here;
-S3 stores and the retention policies (checkpoints of finished jobs, picture versions) are not.
+committed; on S3 an object's time is its last modification, an open multipart upload is not
+listed at all and is aborted by `S3Store.abort_stale_uploads`). Ids in `live_ids` are never
+touched. Not done here: the retention policies (checkpoints of finished jobs, picture versions)
+and a periodic caller.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ganft.store import FileStore, validate_key
+from ganft.store import FileStore, Store, validate_key
 
 KINDS = ("datasets", "models", "jobs")
+
+
+@dataclass
+class Owner:
+    bytes: int = 0  # stored bytes under the owner's folder
+    newest: float = 0.0  # newest modification time in it, unix seconds
 
 
 def _files(folder: Path) -> Iterator[Path]:
@@ -28,18 +36,39 @@ def _files(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def usage_by_kind(store: FileStore, owners: Mapping[str, Set[str]] | None = None) -> dict[str, int]:
+def _owners(store: Store, kind: str) -> dict[str, Owner]:
+    """The owner folders under `kind/`, with their bytes and newest modification time."""
+    owners: dict[str, Owner] = {}
+    if isinstance(store, FileStore):
+        base = store.root / kind
+        if not base.is_dir():
+            return owners
+        for folder in base.iterdir():
+            if folder.name.startswith("."):
+                continue
+            paths = list(_files(folder)) if folder.is_dir() else [folder]
+            stats = [p.stat() for p in paths]
+            owners[folder.name] = Owner(
+                sum(st.st_size for st in stats), max([folder.stat().st_mtime] + [st.st_mtime for st in stats])
+            )
+        return owners
+    for key, size, mtime in store.list_objects(kind):
+        parts = key.split("/")
+        if len(parts) < 3:  # an object directly under kind/: not an owner folder
+            continue
+        owner = owners.setdefault(parts[1], Owner())
+        owner.bytes += size
+        owner.newest = max(owner.newest, mtime)
+    return owners
+
+
+def usage_by_kind(store: Store, owners: Mapping[str, Set[str]] | None = None) -> dict[str, int]:
     """Stored bytes per kind; with `owners` ({kind: ids}), only the folders of those ids count."""
     usage: dict[str, int] = {}
     for kind in KINDS:
-        total = 0
-        base = store.root / kind
-        if base.is_dir():
-            for owner in base.iterdir():
-                if owners is not None and owner.name not in owners.get(kind, set()):
-                    continue
-                total += sum(p.stat().st_size for p in _files(owner)) if owner.is_dir() else owner.stat().st_size
-        usage[kind] = total
+        usage[kind] = sum(
+            o.bytes for name, o in _owners(store, kind).items() if owners is None or name in owners.get(kind, set())
+        )
     return usage
 
 
@@ -50,17 +79,8 @@ class SweepReport:
     kept_recent: list[str] = field(default_factory=list)  # orphans inside the grace period
 
 
-def _newest_mtime(owner: Path) -> float:
-    times = (
-        [owner.stat().st_mtime] + [p.stat().st_mtime for p in _files(owner)]
-        if owner.is_dir()
-        else [owner.stat().st_mtime]
-    )
-    return max(times)
-
-
 def sweep_orphans(
-    store: FileStore,
+    store: Store,
     live_ids: Mapping[str, Set[str]],
     *,
     grace_s: float = 3600.0,
@@ -77,20 +97,16 @@ def sweep_orphans(
     for kind in KINDS:
         if kind not in live_ids:
             continue
-        base = store.root / kind
-        if not base.is_dir():
-            continue
         live = live_ids[kind]
-        for owner in sorted(base.iterdir()):
-            if owner.name in live or owner.name.startswith("."):
+        for name, owner in sorted(_owners(store, kind).items()):
+            if name in live:
                 continue
-            key = validate_key(f"{kind}/{owner.name}")
-            if now - _newest_mtime(owner) < grace_s:
+            key = validate_key(f"{kind}/{name}")
+            if now - owner.newest < grace_s:
                 report.kept_recent.append(key)
                 continue
-            size = sum(p.stat().st_size for p in _files(owner)) if owner.is_dir() else owner.stat().st_size
             if not dry_run:
                 store.delete_prefix(key)
             report.deleted.append(key)
-            report.freed_bytes += size
+            report.freed_bytes += owner.bytes
     return report

@@ -448,18 +448,22 @@ class S3Store:
             raise _unavailable(exc, f"deleting {prefix!r}") from exc
         self._forget(key)
 
-    def list_keys(self, prefix: str) -> list[tuple[str, int]]:
-        """(key, size) of every object under the folder-like key `prefix`."""
+    def list_objects(self, prefix: str) -> list[tuple[str, int, float]]:
+        """(key, size in bytes, last modified as unix time) of every object under the folder-like key `prefix`."""
         base = self._key(prefix.rstrip("/")) + "/"
         cut = len(self.prefix) + 1 if self.prefix else 0
         try:
             return [
-                (meta["path"][cut:], int(meta["size"]))
+                (meta["path"][cut:], int(meta["size"]), meta["last_modified"].timestamp())
                 for batch in obstore.list(self.client, prefix=base, chunk_size=DELETE_BATCH)
                 for meta in batch
             ]
         except _FAILED as exc:
             raise _unavailable(exc, f"listing {prefix!r}") from exc
+
+    def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under the folder-like key `prefix`."""
+        return [(key, size) for key, size, _ in self.list_objects(prefix)]
 
     def check(self) -> None:
         """Raise StoreUnavailable unless the bucket answers a signed listing (credentials, network)."""

@@ -1,16 +1,14 @@
-"""The orphan sweep and usage counts on a real file store (tmp folder), with an injected clock."""
+"""The orphan sweep and usage counts on a real file store and a real S3 server, with an injected clock."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from ganft.store import FileStore
+from ganft.store import Store
 from ganft.store_gc import sweep_orphans, usage_by_kind
 
 
-def _store(tmp_path: Path) -> FileStore:
-    store = FileStore(tmp_path / "store")
+def _store(store: Store) -> Store:
     store.put_bytes("datasets/ds_live/data", b"a" * 10)
     store.put_bytes("datasets/ds_gone/data", b"b" * 20)
     store.put_bytes("models/mdl_live/model.json", b"c" * 5)
@@ -22,14 +20,14 @@ def _store(tmp_path: Path) -> FileStore:
 LIVE = {"datasets": {"ds_live"}, "models": {"mdl_live"}, "jobs": {"job_live"}}
 
 
-def test_usage_by_kind_counts_bytes_per_kind_and_per_owner_set(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_usage_by_kind_counts_bytes_per_kind_and_per_owner_set(store: Store) -> None:
+    store = _store(store)
     assert usage_by_kind(store) == {"datasets": 30, "models": 5, "jobs": 37}
     assert usage_by_kind(store, LIVE) == {"datasets": 10, "models": 5, "jobs": 7}
 
 
-def test_sweep_deletes_only_unreferenced_old_folders_and_is_idempotent(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_sweep_deletes_only_unreferenced_old_folders_and_is_idempotent(store: Store) -> None:
+    store = _store(store)
     later = time.time() + 7200
     report = sweep_orphans(store, LIVE, grace_s=3600, now=later)
     assert sorted(report.deleted) == ["datasets/ds_gone", "jobs/job_gone"]
@@ -41,8 +39,8 @@ def test_sweep_deletes_only_unreferenced_old_folders_and_is_idempotent(tmp_path:
     assert again.deleted == [] and again.freed_bytes == 0
 
 
-def test_sweep_keeps_recent_orphans_and_skips_kinds_without_a_reference_set(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_sweep_keeps_recent_orphans_and_skips_kinds_without_a_reference_set(store: Store) -> None:
+    store = _store(store)
     recent = sweep_orphans(store, LIVE, grace_s=3600, now=time.time())
     assert recent.deleted == [] and sorted(recent.kept_recent) == ["datasets/ds_gone", "jobs/job_gone"]
     partial = sweep_orphans(store, {"datasets": {"ds_live"}}, grace_s=0, now=time.time() + 10)
@@ -50,8 +48,8 @@ def test_sweep_keeps_recent_orphans_and_skips_kinds_without_a_reference_set(tmp_
     assert store.exists("jobs/job_gone/artifacts/model.pt2")  # "jobs" unknown: left alone
 
 
-def test_dry_run_reports_without_deleting(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_dry_run_reports_without_deleting(store: Store) -> None:
+    store = _store(store)
     report = sweep_orphans(store, LIVE, grace_s=0, now=time.time() + 10, dry_run=True)
     assert sorted(report.deleted) == ["datasets/ds_gone", "jobs/job_gone"]
     assert store.exists("datasets/ds_gone/data") and store.exists("jobs/job_gone/artifacts/model.pt2")
