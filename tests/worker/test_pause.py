@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 
 from ganft.db.migrate import upgrade
 from ganft.db.session import make_engine, session_scope
-from ganft.db.tables import Artifact, JobCheckpoint
+from ganft.db.tables import Artifact, Job, JobCheckpoint
 from ganft.repo import jobs, lifecycle
 from ganft.store import Store
 from tests.worker.helpers import WorkerProcess, job_events, job_row, make_job, wait_for
@@ -26,6 +26,12 @@ HP = {
     "log_every": 20,
     "run_control": False,
 }
+
+
+def _in(engine: Engine, job_id: str, *statuses: str) -> Job | None:
+    """The job's row once it is in one of `statuses`, else None (a wait_for check)."""
+    row = job_row(engine, job_id)
+    return row if row.status in statuses else None
 
 
 def _model_sha(engine: Engine, job_id: str) -> str:
@@ -45,12 +51,7 @@ def test_pause_frees_the_worker_and_resume_ends_as_an_uninterrupted_run(
     wait_for(lambda: job_row(engine, paused_job).checkpoint_key, timeout=120, what="a checkpoint", logs=worker.logs)
     with session_scope(engine) as session:
         assert jobs.request_pause(session, job_id=paused_job).status == "pausing"
-    row = wait_for(
-        lambda: (r := job_row(engine, paused_job)).status == "paused" and r,
-        timeout=60,
-        what="the pause",
-        logs=worker.logs,
-    )
+    row = wait_for(lambda: _in(engine, paused_job, "paused"), timeout=60, what="the pause", logs=worker.logs)
     assert row.worker_id is None and row.lease_expires_at is None and row.attempt == 0
     paused_at = row.checkpoint_step
     assert paused_at is not None and 0 < paused_at < 1500
@@ -63,10 +64,7 @@ def test_pause_frees_the_worker_and_resume_ends_as_an_uninterrupted_run(
     # The worker is free: another job runs on it to the end while the first stays paused.
     _send(straight_job)
     done = wait_for(
-        lambda: (r := job_row(engine, straight_job)).status in ("succeeded", "failed") and r,
-        timeout=180,
-        what="the other job",
-        logs=worker.logs,
+        lambda: _in(engine, straight_job, "succeeded", "failed"), timeout=180, what="the other job", logs=worker.logs
     )
     assert done.status == "succeeded", (done.error_code, done.error_message)
     assert job_row(engine, paused_job).status == "paused"
@@ -75,12 +73,8 @@ def test_pause_frees_the_worker_and_resume_ends_as_an_uninterrupted_run(
         job, requeued = jobs.request_resume(session, job_id=paused_job)
     assert (job.status, requeued) == ("queued", True)
     _send(paused_job)
-    resumed = wait_for(
-        lambda: (r := job_row(engine, paused_job)).status in ("succeeded", "failed", "cancelled") and r,
-        timeout=180,
-        what="the resumed job",
-        logs=worker.logs,
-    )
+    ended = ("succeeded", "failed", "cancelled")
+    resumed = wait_for(lambda: _in(engine, paused_job, *ended), timeout=180, what="the resumed job", logs=worker.logs)
     assert resumed.status == "succeeded", (resumed.error_code, resumed.error_message)
     assert resumed.attempt == 1  # the pause gave its attempt back
     events = job_events(engine, paused_job)
@@ -108,16 +102,18 @@ def test_a_worker_lost_while_pausing_leaves_the_job_paused_and_resumable(
     stored_step = job_row(engine, job_id).checkpoint_step
     second = start_worker("w2")
     logs = lambda: first.logs() + second.logs()  # noqa: E731
-    row = wait_for(lambda: (r := job_row(engine, job_id)).status != "pausing" and r, timeout=60, what="the reaper")
+    row = wait_for(lambda: _in(engine, job_id, "paused", "queued", "failed"), timeout=60, what="the reaper")
     assert (row.status, row.worker_id, row.checkpoint_step) == ("paused", None, stored_step), logs()
     with session_scope(engine) as session:
         assert jobs.request_resume(session, job_id=job_id)[0].status == "queued"
     _send(job_id)
 
-    def progress_after_resume() -> list[int]:
+    def progress_after_resume() -> list[int] | None:
         events = job_events(engine, job_id)
         claims = [seq for seq, t, d in events if t == "status" and d["status"] == "running"]
-        return len(claims) == 2 and [d["step"] for seq, t, d in events if t == "progress" and seq > claims[1]]
+        if len(claims) < 2:
+            return None
+        return [d["step"] for seq, t, d in events if t == "progress" and seq > claims[1]]
 
     steps = wait_for(progress_after_resume, timeout=120, what="progress after the resume", logs=logs)
     assert stored_step is not None and min(steps) >= stored_step
