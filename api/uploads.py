@@ -19,7 +19,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from api.problems import Problem, invalid
-from ganft.store import AtomicWriter, Store
+from ganft.store import Store, Writer
 
 WRITE_BUFFER_BYTES = 1024 * 1024  # gather this much before one threadpool hop to disk
 MAX_PARTS = 16
@@ -64,14 +64,14 @@ async def _body(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
 
 
 class _BufferedWriter:
-    """An AtomicWriter fed from async code: gathers chunks, then writes them in one threadpool hop.
+    """A store Writer fed from async code: gathers chunks, then writes them in one threadpool hop.
 
     The chunks are kept as they came (no copy into a buffer and out again): receiving is CPU-bound,
     and those two copies of every byte cost a third of the API's CPU time of an upload (with them:
     ~250 MB/s on loopback, without: ~300-390; bench/RESULTS.md, "service: transfers").
     """
 
-    def __init__(self, writer: AtomicWriter) -> None:
+    def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self._chunks: list[bytes] = []
         self._pending = 0  # bytes in _chunks

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Union
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Union
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
@@ -48,6 +48,16 @@ def validate_key(key: str) -> str:
         if not _SEGMENT.match(segment):
             raise StoreError(f"invalid store key {key!r}: segment {segment!r} is not allowed")
     return key
+
+
+class Writer(Protocol):
+    """What `open_write` returns, for either store: AtomicWriter (file) or S3Writer."""
+
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> tuple[int, str]: ...
+    def abort(self) -> None: ...
 
 
 class AtomicWriter:
