@@ -42,6 +42,7 @@ class S3Stack(Stack):
     env: dict[str, str]
     server: subprocess.Popen[bytes] | None = None
     worker: WorkerProcess | None = None
+    worker_env: dict[str, str] | None = None
 
     def store(self) -> Any:
         """The job's S3 store as seen from the test (its own cache folder)."""
@@ -111,7 +112,9 @@ def _stop(server: subprocess.Popen[bytes] | None) -> None:
             server.kill()
 
 
-def _make_stack(endpoint: str, pg_url: str, engine: Any, tmp_path: Path, *, worker: bool) -> S3Stack:
+def _make_stack(
+    endpoint: str, pg_url: str, engine: Any, tmp_path: Path, *, worker: bool, **worker_extra: str
+) -> S3Stack:
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
     with session_scope(engine) as session:
         _, key = keys.create_key(session, tenant_name="e2e")
@@ -123,7 +126,8 @@ def _make_stack(endpoint: str, pg_url: str, engine: Any, tmp_path: Path, *, work
     )  # fmt: skip
     stack.server = _start_api(stack, stack.env)
     if worker:
-        stack.worker = WorkerProcess("e2e-s3", _env(endpoint, pg_url, worker_dir, prefix), stack.log_files[1])
+        stack.worker_env = _env(endpoint, pg_url, worker_dir, prefix, **worker_extra)
+        stack.worker = WorkerProcess("e2e-s3", stack.worker_env, stack.log_files[1])
         stack.worker.wait_ready()
     return stack
 
@@ -229,3 +233,58 @@ def test_the_api_refuses_to_start_with_wrong_credentials(
         _stop(server)
     log = stack.logs()
     assert server.returncode != 0 and "S3 store unavailable" in log and "403" in log, log
+
+
+def test_a_killed_workers_job_resumes_on_another_machine_from_its_s3_checkpoint(
+    s3_server: SeaweedS3,  # noqa: F811
+    pg_url: str,
+    clean_db: None,
+    engine: Any,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the worker mid-job; a worker on another "machine" (its own data dir) claims attempt 2
+    and resumes from the checkpoint the first one stored in S3, not from step 0."""
+    import numpy as np
+
+    from tests.worker.helpers import job_events, job_row
+
+    fast_lease = {"GANFT_LEASE_S": "4", "GANFT_REAPER_INTERVAL_S": "1"}
+    stack = _make_stack(s3_server.endpoint, pg_url, engine, tmp_path, worker=True, **fast_lease)
+    second: WorkerProcess | None = None
+    try:
+        with Client(stack.url, stack.key, timeout=60) as api:
+            np.savez(tmp_path / "images.npz", **flows.digit_images())
+            dataset = api.upload_dataset(tmp_path / "images.npz")
+            hp = {"steps": 100_000, "batch_size": 8, "eval_every": 100_000, "eval_samples": 16, "log_every": 5,
+                  "checkpoint_every": 5, "ada": False, "r1_gamma": 0.0}  # fmt: skip
+            job_id = api.create_job({"method": "adapt", "dataset_id": dataset["id"], "seed": 1, "hyperparameters": hp})[
+                "id"
+            ]
+            assert stack.worker is not None and stack.worker_env is not None
+            first = stack.worker
+            wait_for(lambda: job_row(engine, job_id).checkpoint_key, timeout=120, what="a checkpoint", logs=stack.logs)
+            first.kill()
+            lost = job_row(engine, job_id)
+            assert lost.checkpoint_key and lost.checkpoint_step and stack.store().exists(lost.checkpoint_key)
+            other_dir = tmp_path / "gpu-machine-2"
+            second = WorkerProcess("e2e-s3-b", {**stack.worker_env, "GANFT_DATA_DIR": str(other_dir)},
+                                   tmp_path / "worker2.log")  # fmt: skip
+            logs = lambda: stack.logs() + second.logs()  # noqa: E731
+
+            def progress_of_attempt_2() -> list[int]:
+                events = job_events(engine, job_id)
+                claims = [q for q, t, d in events if t == "status" and d["status"] == "running" and d["attempt"] == 2]
+                return claims and [d["step"] for q, t, d in events if t == "progress" and q > claims[0]]
+
+            steps = wait_for(progress_of_attempt_2, timeout=120, what="progress of attempt 2", logs=logs)
+            assert min(steps) >= lost.checkpoint_step  # resumed from the S3 checkpoint
+            assert job_row(engine, job_id).worker_id != lost.worker_id
+            assert (other_dir / "runs" / job_id).is_dir() and not (other_dir / "store").exists()
+            api.cancel_job(job_id)
+            wait_for(lambda: job_row(engine, job_id).status == "cancelled", timeout=60, what="the cancel", logs=logs)
+    finally:
+        _stop(stack.server)
+        if second is not None:
+            second.stop()
+        if stack.worker is not None:
+            stack.worker.stop()
