@@ -445,9 +445,12 @@ class Client:
                     if written:
                         headers = {"Range": f"bytes={written}-", "If-Range": f'"{expected}"'}
                     try:
-                        with self._http.stream("GET", url, headers=headers) as rsp:
+                        # follow_redirects: a presigned S3 URL (GANFT_STORE_PRESIGN); httpx drops the
+                        # Authorization header for the other origin. The sha256 ETag is the API's.
+                        with self._http.stream("GET", url, headers=headers, follow_redirects=True) as rsp:
                             raise_for_status(rsp)
-                            etag = rsp.headers.get("ETag", "").removeprefix("W/").strip('"')
+                            first = rsp.history[0] if rsp.history else rsp
+                            etag = first.headers.get("ETag", "").removeprefix("W/").strip('"')
                             expected = expected or etag
                             if written and rsp.status_code != 206:  # the server sent the whole file again
                                 out.seek(0)

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     store_max_concurrency: int = Field(default=2, ge=1, le=64)  # parts in flight per upload (memory: about +2 parts)
     store_timeout_s: float = Field(default=30.0, gt=0)  # one S3 request, wall clock
     store_max_retries: int = Field(default=3, ge=0)  # per S3 request, with backoff
+    # Downloads answer 307 to a presigned S3 URL (valid this long) instead of streaming through the API.
+    store_presign: bool = False
+    store_presign_expires_s: float = Field(default=600.0, ge=1, le=7 * 24 * 3600)
     store_cache_dir: Path | None = None  # local copies of S3 objects (inputs, inspection); default data_dir/store-cache
 
     max_upload_bytes: int = Field(default=32 * 1024**3, ge=1)  # datasets and models, per upload (disk, not RAM)

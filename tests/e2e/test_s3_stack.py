@@ -8,6 +8,7 @@ Faults (S3 down during an upload, /readyz, a refused boot) use a private S3 serv
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import subprocess
@@ -113,7 +114,14 @@ def _stop(server: subprocess.Popen[bytes] | None) -> None:
 
 
 def _make_stack(
-    endpoint: str, pg_url: str, engine: Any, tmp_path: Path, *, worker: bool, **worker_extra: str
+    endpoint: str,
+    pg_url: str,
+    engine: Any,
+    tmp_path: Path,
+    *,
+    worker: bool,
+    api_extra: dict[str, str] | None = None,
+    **worker_extra: str,
 ) -> S3Stack:
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
     with session_scope(engine) as session:
@@ -122,7 +130,7 @@ def _make_stack(
     api_dir, worker_dir = tmp_path / "api-machine", tmp_path / "gpu-machine"
     stack = S3Stack(
         url="", key=key, log_files=[tmp_path / "api.log", tmp_path / "worker.log"],
-        api_dir=api_dir, worker_dir=worker_dir, env=_env(endpoint, pg_url, api_dir, prefix),
+        api_dir=api_dir, worker_dir=worker_dir, env=_env(endpoint, pg_url, api_dir, prefix, **(api_extra or {})),
     )  # fmt: skip
     stack.server = _start_api(stack, stack.env)
     if worker:
@@ -132,9 +140,18 @@ def _make_stack(
     return stack
 
 
-@pytest.fixture
-def s3_stack(s3_server: SeaweedS3, pg_url: str, clean_db: None, engine: Any, tmp_path: Path) -> Iterator[S3Stack]:  # noqa: F811
-    stack = _make_stack(s3_server.endpoint, pg_url, engine, tmp_path, worker=True)
+@pytest.fixture(params=["through-api", "presigned"])
+def s3_stack(
+    request: pytest.FixtureRequest,
+    s3_server: SeaweedS3,  # noqa: F811
+    pg_url: str,
+    clean_db: None,
+    engine: Any,
+    tmp_path: Path,
+) -> Iterator[S3Stack]:
+    """The two-machine stack; `presigned`: the API answers downloads with 307 to presigned S3 URLs."""
+    api_extra = {"GANFT_STORE_PRESIGN": "1"} if request.param == "presigned" else {}
+    stack = _make_stack(s3_server.endpoint, pg_url, engine, tmp_path, worker=True, api_extra=api_extra)
     try:
         yield stack
     finally:
@@ -144,10 +161,22 @@ def s3_stack(s3_server: SeaweedS3, pg_url: str, clean_db: None, engine: Any, tmp
 
 
 def test_upload_train_download_across_machines_through_s3(s3_stack: S3Stack, tmp_path: Path) -> None:
-    """The ssgan flow (upload, train, download, model checked against metrics) with S3 as the only shared store."""
+    """The ssgan flow (upload, train, download, model checked against metrics) with S3 as the only shared
+    store; the SDK's downloads (sha256-checked) go through the API or follow presigned redirects."""
     with Client(s3_stack.url, s3_stack.key, timeout=60) as api:
         (tmp_path / "client").mkdir()
         flows.ssgan_digits(api, tmp_path / "client")
+        job_id = api.list_jobs().data[0]["id"]
+    url = f"{s3_stack.url}/v1/jobs/{job_id}/artifacts/metrics.json"
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {s3_stack.key}"}, timeout=30)
+    if s3_stack.env.get("GANFT_STORE_PRESIGN") == "1":
+        assert answer.status_code == 307 and answer.headers["Location"].startswith(s3_stack.env["AWS_ENDPOINT_URL"])
+        direct = httpx.get(answer.headers["Location"], headers={"Range": "bytes=0-0"}, timeout=30)  # no credentials
+        assert direct.status_code == 206 and direct.content == b"{"
+        sha = answer.headers["ETag"].strip('"')
+        assert hashlib.sha256(httpx.get(answer.headers["Location"], timeout=30).content).hexdigest() == sha
+    else:
+        assert answer.status_code == 200 and answer.content.startswith(b"{")
     # Nothing went through a shared folder: neither machine has a file:// store, and the objects are in S3.
     assert not (s3_stack.api_dir / "store").exists() and not (s3_stack.worker_dir / "store").exists()
     store = s3_stack.store()
