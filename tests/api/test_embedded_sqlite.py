@@ -37,7 +37,7 @@ def test_whole_api_on_the_embedded_default(tmp_path: Path) -> None:
     engine.dispose()
     headers = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(settings)) as client:
-        assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+        assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
         dataset = client.post("/v1/datasets?name=pets.csv", headers=headers, content=csv_bytes())
         assert dataset.status_code == 201, dataset.text
         ids = []
