@@ -13,19 +13,24 @@ key; an S3 server that cannot be reached raises StoreUnavailable (an OSError).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Protocol, Union
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar, Union
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     from ganft.settings import Settings
     from ganft.store_s3 import S3Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COPY_CHUNK_BYTES = 1024 * 1024  # read/write unit when copying and hashing
 MAX_KEY_LENGTH = 1024
@@ -38,6 +43,30 @@ class StoreError(Exception):
 
 class StoreUnavailable(OSError):
     """The store's server could not be reached or refused us (network, timeouts, credentials): retry later."""
+
+
+def with_store_retries(
+    call: Callable[[], T],
+    *,
+    budget_s: float,
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """`call()`, retried while it raises StoreUnavailable (waits 1, 2, 4, ... s, at most 30 s each)
+    until `budget_s` seconds have passed since the first try; then its last StoreUnavailable."""
+    deadline = clock() + budget_s
+    delay = 1.0
+    while True:
+        try:
+            return call()
+        except StoreUnavailable as exc:
+            left = deadline - clock()
+            if left <= 0:
+                raise
+            log.warning("%s: %s; retrying in %.0f s", what, exc, min(delay, left))
+            sleep(min(delay, left))
+            delay = min(delay * 2, 30.0)
 
 
 def validate_key(key: str) -> str:

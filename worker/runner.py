@@ -40,7 +40,7 @@ from ganft.db.session import get_engine, session_scope
 from ganft.repo import lifecycle
 from ganft.repo.lifecycle import ArtifactRecord, ClaimedJob
 from ganft.settings import Settings
-from ganft.store import Store, open_store
+from ganft.store import Store, StoreUnavailable, open_store, with_store_retries
 from worker import child as child_module
 from worker import staging
 from worker.app import shutdown_requested
@@ -72,9 +72,21 @@ def run_claimed_job(job: ClaimedJob, settings: Settings) -> str:
     shutil.rmtree(run_dir, ignore_errors=True)  # the store holds the truth; an old folder is stale
     try:
         try:
-            args = staging.stage_inputs(
-                job, store, run_dir, inception_weights=settings.inception_weights, torch_threads=settings.torch_threads
+            # S3 down at the start: retried within half a lease (no heartbeat runs yet), then a clear code.
+            args = with_store_retries(
+                lambda: staging.stage_inputs(
+                    job,
+                    store,
+                    run_dir,
+                    inception_weights=settings.inception_weights,
+                    torch_threads=settings.torch_threads,
+                ),
+                budget_s=settings.lease_s / 2,
+                what=f"job {job.id}: fetching its inputs",
             )
+        except StoreUnavailable as exc:
+            message = f"the artifact store stayed unavailable while the job's inputs were fetched: {exc}"
+            return _end(engine, job, "failed", "store_unavailable", message)
         except Exception as exc:
             log.exception("job %s: cannot fetch its inputs", job.id)
             return _end(engine, job, "failed", "internal", f"the job's inputs could not be fetched: {exc}")
@@ -316,8 +328,15 @@ class Supervisor:
     def _succeed(self, result: dict[str, Any]) -> str:
         job = self.job
         try:
-            artifacts = staging.upload_artifacts(self.store, job.id, self.out_dir, list(result["artifacts"]))
+            artifacts = with_store_retries(
+                lambda: staging.upload_artifacts(self.store, job.id, self.out_dir, list(result["artifacts"])),
+                budget_s=self.settings.lease_s / 2,
+                what=f"job {job.id}: storing its outputs",
+            )
             model = staging.output_model(job, self.out_dir, artifacts)
+        except StoreUnavailable as exc:
+            message = f"the artifact store stayed unavailable while the job's outputs were stored: {exc}"
+            return _end(self.engine, job, "failed", "store_unavailable", message)
         except (OSError, ValueError) as exc:
             log.exception("job %s: cannot store its outputs", job.id)
             return _end(self.engine, job, "failed", "internal", f"the job's outputs could not be stored: {exc}")

@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,3 +318,51 @@ def test_a_killed_workers_job_resumes_on_another_machine_from_its_s3_checkpoint(
             second.stop()
         if stack.worker is not None:
             stack.worker.stop()
+
+
+def test_s3_down_when_jobs_start(
+    private_s3: SeaweedS3, pg_url: str, clean_db: None, engine: Any, tmp_path: Path
+) -> None:
+    """S3 stopped as a job starts: the worker retries fetching its inputs (half a lease, 4 s here);
+    back within that, the job runs and succeeds. Down for longer: failed with `store_unavailable`."""
+    import numpy as np
+
+    stack = _make_stack(private_s3.endpoint, pg_url, engine, tmp_path, worker=True, GANFT_LEASE_S="8")
+    try:
+        with Client(stack.url, stack.key, timeout=60) as api:
+            np.savez(tmp_path / "images.npz", **flows.digit_images(32))
+            dataset = api.upload_dataset(tmp_path / "images.npz")
+            hp = {"steps": 4, "batch_size": 8, "eval_every": 4, "eval_samples": 16, "log_every": 2}
+            spec = {"method": "adapt", "dataset_id": dataset["id"], "seed": 1, "hyperparameters": hp}
+
+            private_s3.stop()
+            short = api.create_job(spec)["id"]
+            time.sleep(1.5)
+            private_s3.start()
+            row = wait_for(
+                lambda: _ended(engine, short), timeout=180, what="the job after a short outage", logs=stack.logs
+            )
+            assert row.status == "succeeded", (row.error_code, row.error_message)
+            assert "retrying in" in stack.logs()  # it did meet the outage
+
+            private_s3.stop()
+            try:
+                long = api.create_job(spec)["id"]
+                row = wait_for(
+                    lambda: _ended(engine, long), timeout=60, what="the job in a long outage", logs=stack.logs
+                )
+            finally:
+                private_s3.start()
+            assert (row.status, row.error_code) == ("failed", "store_unavailable")
+            assert "artifact store stayed unavailable" in (row.error_message or "")
+    finally:
+        _stop(stack.server)
+        if stack.worker is not None:
+            stack.worker.stop()
+
+
+def _ended(engine: Any, job_id: str) -> Any:
+    from tests.worker.helpers import job_row
+
+    row = job_row(engine, job_id)
+    return row if row.status in ("succeeded", "failed", "cancelled") else None
