@@ -366,3 +366,37 @@ def _ended(engine: Any, job_id: str) -> Any:
 
     row = job_row(engine, job_id)
     return row if row.status in ("succeeded", "failed", "cancelled") else None
+
+
+def test_s3_down_mid_job(private_s3: SeaweedS3, pg_url: str, clean_db: None, engine: Any, tmp_path: Path) -> None:
+    """S3 stops for a few seconds while a job trains: checkpoints that fail are skipped, later ones are
+    stored again, and the job still succeeds with its artifacts in S3."""
+    import numpy as np
+
+    from tests.worker.helpers import job_row
+
+    stack = _make_stack(private_s3.endpoint, pg_url, engine, tmp_path, worker=True)
+    try:
+        with Client(stack.url, stack.key, timeout=60) as api:
+            np.savez(tmp_path / "images.npz", **flows.digit_images(32))
+            dataset = api.upload_dataset(tmp_path / "images.npz")
+            hp = {"steps": 1500, "batch_size": 8, "eval_every": 1500, "eval_samples": 16, "log_every": 5,
+                  "checkpoint_every": 10, "ada": False, "r1_gamma": 0.0}  # fmt: skip
+            job_id = api.create_job({"method": "adapt", "dataset_id": dataset["id"], "seed": 1, "hyperparameters": hp})[
+                "id"
+            ]
+            wait_for(lambda: job_row(engine, job_id).checkpoint_key, timeout=120, what="a checkpoint", logs=stack.logs)
+            private_s3.stop()
+            before = job_row(engine, job_id).checkpoint_step or 0
+            time.sleep(3)
+            private_s3.start()
+            row = wait_for(lambda: _ended(engine, job_id), timeout=300, what="the job", logs=stack.logs)
+            assert row.status == "succeeded", (row.error_code, row.error_message, stack.logs())
+            assert "could not store checkpoint" in stack.logs()  # the outage was met mid-job
+            assert (row.checkpoint_step or 0) > before  # later checkpoints were stored again
+            names = {a.name for a in api.list_artifacts(job_id)}
+            assert "model.pt2" in names
+    finally:
+        _stop(stack.server)
+        if stack.worker is not None:
+            stack.worker.stop()
