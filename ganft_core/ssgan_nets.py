@@ -45,9 +45,10 @@ LR_FINE_TUNE = 1e-3
 # 1000-500-250-250-250: ~4x cheaper per step, and at least as accurate on digits (bench/RESULTS.md).
 SCRATCH_ARGUMENTS: dict[str, dict[str, Any]] = {"mlp": {"hidden": [500, 250, 250]}}
 # `convnet` from scratch on images over 16 px: half the registry widths, (16, 32, 64) instead of (32, 64, 128).
-# A step costs ~1/3.4 of the wide net's at 28×28 on CPU, and the supervised control reaches the same accuracy
-# on Fashion-MNIST in the same number of steps (bench/RESULTS.md, "ssgan on images: fashion"); up to 16 px
-# (8×8 digits) the wide net is cheap and is kept.
+# A step costs ~1/3.4 of the wide net's at 28×28 on CPU. Per step the wide net is more accurate, per CPU second
+# not: Fashion-MNIST seed 1 (bench/RESULTS.md, "ssgan on images: fashion"), control 80.9% after 2000 narrow
+# steps (675 CPU-s for the whole job) against 82.0% after 1000 wide steps (862 CPU-s); a default job must fit
+# minutes on a CPU. Up to 16 px (8×8 digits) the wide net is cheap and is kept.
 NARROW_CONVNET_ABOVE_PX = 16
 NARROW_CONVNET_WIDTHS = [16, 32, 64]
 
