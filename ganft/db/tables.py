@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -68,6 +69,8 @@ class Tenant(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     webhook_url: Mapped[str | None] = mapped_column(Text)  # default for jobs that name none
     webhook_secret: Mapped[str | None] = mapped_column(String(100))  # whsec_...; when GANFT_WEBHOOK_SECRET is ""
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)  # quota; NULL: unlimited
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)  # quota; NULL: unlimited
 
 
 class ApiKey(Base):
@@ -126,9 +129,11 @@ class Job(Base):
     __table_args__ = (
         _status_check("status", JOB_STATUSES),
         CheckConstraint("method IN ('ssgan', 'adapt')", name="method"),
+        CheckConstraint("priority IN (0, 1, 2)", name="priority"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_status_priority_created", "status", "priority", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
@@ -141,6 +146,7 @@ class Job(Base):
     evaluator_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"))
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)  # resolved, with defaults
     seed: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")  # 0 low, 1 normal, 2 high
     max_runtime_s: Mapped[int | None] = mapped_column(Integer)
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", Json, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
