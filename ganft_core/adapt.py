@@ -32,6 +32,7 @@ from ganft_core.adapt_nets import build_nets, d_blocks, freeze_lowest_blocks, se
 from ganft_core.augment import AdaController, diff_augment
 from ganft_core.config import AdaptHyperparameters
 from ganft_core.data.types import Dataset, Layout, dataset_stats
+from ganft_core.early_stop import EarlyStopper, copy_state
 from ganft_core.errors import Aborted, DatasetError, NanLossError, SpecError
 from ganft_core.fid import Evaluator, FeatureStats, frechet_distance, kernel_inception_distance, load_evaluator
 from ganft_core.images import save_curves, save_grid
@@ -116,6 +117,10 @@ def train_adapt(
     ev = load_evaluator(evaluator=evaluator, inception_weights=inception_weights)
     ev = ev.to(device) if ev is not None else None
     real_stats = None
+    if hp.early_stopping is not None and ev is None:
+        raise SpecError("early_stopping watches FID, which needs an evaluator model or Inception weights",
+                        field="hyperparameters.early_stopping")
+    stopper = EarlyStopper(hp.early_stopping, metric="fid", higher_is_better=False) if hp.early_stopping else None
     if ev is not None:
         real_stats = FeatureStats.of_batches(ev, _Fitted(eval_data.feed(device, max_device_bytes=0), fit_eval))
     grid_z = torch.randn(GRID_SAMPLES, nets.z_dim, generator=torch.Generator().manual_seed(GRID_SEED)).to(device)
@@ -137,6 +142,8 @@ def train_adapt(
         if "index_rng" in ckpt:
             idx_gen.set_state(ckpt["index_rng"])
         step, history = int(ckpt["step"]), list(ckpt["history"])
+        if stopper is not None:
+            stopper.load_state_dict(ckpt.get("early_stopping"))
         started -= float(ckpt.get("elapsed_s", 0.0))  # "seconds" counts every attempt of the run
         nets.notes.append(f"resumed from {ckpt_path.name} at step {step}")
     for note in nets.notes:
@@ -149,6 +156,7 @@ def train_adapt(
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "ada": ada.state_dict(),
             "rng": run.capture_rng_state(), "index_rng": idx_state, "history": history,
             "elapsed_s": time.monotonic() - started,
+            "early_stopping": stopper.state_dict() if stopper is not None else None,
         }, keep_last=3)
         progress(ProgressUpdate("checkpoint", at, hp.steps, {}, path=str(path.relative_to(out_dir))))
 
@@ -185,7 +193,7 @@ def train_adapt(
         return state, torch.randint(len(reals), (hp.batch_size,), generator=idx_gen, device=idx_gen.device)
 
     idx_state, idx = draw()
-    while step < hp.steps:
+    while step < hp.steps and not (stopper is not None and stopper.stopped):
         if should_abort():
             _check(nonfinite, last, step)
             save(step)
@@ -240,8 +248,10 @@ def train_adapt(
             run.append_metrics(out_dir, {"step": step, "kind": "log", **scalars})
             progress(ProgressUpdate("step", step, hp.steps, scalars))
         if step % hp.eval_every == 0 or step == hp.steps:
-            evaluate(step)
-        if step % hp.checkpoint_every == 0 or step == hp.steps:
+            scores = evaluate(step)
+            if stopper is not None:  # the best evaluation's G (EMA) and D are the outputs
+                stopper.observe(step, scores["fid"], lambda: {"G_ema": copy_state(ema.module), "D": copy_state(d)})
+        if step % hp.checkpoint_every == 0 or step == hp.steps or (stopper is not None and stopper.stopped):
             _check(nonfinite, last, step)
             save(step)
     if not history or history[-1]["step"] != step or not all((out_dir / name).is_file() for name in PICTURES):
@@ -252,9 +262,15 @@ def train_adapt(
         evaluate(step)
 
     # ---------------------------------------------------------------- artifacts
+    summary: dict[str, Any] = {}
+    if stopper is not None:
+        summary = stopper.summary(step, hp.steps)
+        if stopper.best_state is not None:  # early stopping: the best evaluated step's weights
+            ema.module.load_state_dict(stopper.best_state["G_ema"])
+            d.load_state_dict(stopper.best_state["D"])
     return _finish(hp, image, out_dir, g_ema=ema.module, d=d, history=history, ev=ev, z_dim=nets.z_dim,
                    against="validation set" if validation is not None else "training images",
-                   started=started, progress=progress)
+                   started=started, progress=progress, early_stopping=summary)
 
 
 Fit = Callable[[torch.Tensor], torch.Tensor]
@@ -335,7 +351,7 @@ def _fid_kid(g: torch.nn.Module, ev: Evaluator, real: FeatureStats, n: int, z_di
 
 def _finish(hp: AdaptHyperparameters, image: Layout, out_dir: Path, *, g_ema: torch.nn.Module, d: torch.nn.Module,
             history: list[dict[str, float]], ev: Evaluator | None, z_dim: int, against: str, started: float,
-            progress: ProgressFn) -> RunResult:
+            progress: ProgressFn, early_stopping: dict[str, Any]) -> RunResult:
     """Write the EMA generator (model.* and generator.*), D, model.pt2 and metrics.json."""
     layout = image.to_dict()
     shape = "×".join(str(v) for v in image.shape())
@@ -348,12 +364,13 @@ def _finish(hp: AdaptHyperparameters, image: Layout, out_dir: Path, *, g_ema: to
     save_model(d_cpu.eval(), meta_for(d_cpu, input_layout=layout, notes=["the adapted discriminator (raw logits)"]),
                out_dir, "discriminator")
     export_program(g_cpu, torch.randn(2, z_dim), out_dir / "model.pt2")
-    final = history[-1]
+    best_step = early_stopping.get("early_stopping", {}).get("best_step")
+    final = next((h for h in history if h["step"] == best_step), history[-1])  # the figures of the weights written
     metrics: dict[str, Any] = {
         "fid": final.get("fid"), "kid": final.get("kid"), "augment_p": final["augment_p"],
         "evaluator": ev.name if ev is not None else NO_EVALUATOR,
         "fid_reference": against if ev is not None else None,  # which real images FID/KID compare with
-        "steps": hp.steps, "seconds": time.monotonic() - started, "history": history,
+        "steps": hp.steps, "seconds": time.monotonic() - started, "history": history, **early_stopping,
     }
     run.write_json(out_dir / "metrics.json", metrics)  # samples.png and curves.png: the last evaluation's
     artifacts = ["model.safetensors", "model.json", "model.pt2", "generator.safetensors", "generator.json",

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ganft_core.text_config import TextOptions
+
 Method = Literal["ssgan", "adapt"]
 
 Steps = Annotated[int, Field(ge=1, le=1_000_000)]
@@ -39,6 +41,14 @@ class AugmentPolicy(_Strict):
     hflip: bool = False  # random horizontal flip with probability 1/2
     color: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # colour jitter strength (brightness, contrast,
     # saturation by up to ±color), RGB only; 0 = off
+
+
+class EarlyStopping(_Strict):
+    """Stop after `patience` evaluations in a row without improvement of the method's metric (ssgan: validation
+    accuracy of the GAN run, adapt: FID); the outputs are then the best evaluated step's weights."""
+
+    patience: Annotated[int, Field(ge=1, le=10_000)]  # evaluations (every eval_every steps) without improvement
+    min_delta: Annotated[float, Field(ge=0.0, le=1000.0)] = 0.0  # a smaller gain is no improvement (metric's unit)
 
 
 class SsganHyperparameters(_Strict):
@@ -86,8 +96,10 @@ class SsganHyperparameters(_Strict):
     eval_every: Interval = 500  # steps between evaluations
     checkpoint_every: Interval = 500  # steps between checkpoints
     keep_checkpoints: Annotated[int, Field(ge=1, le=1000)] = 3  # newest checkpoints kept on disk
+    early_stopping: EarlyStopping | None = None  # None: run all `steps`
     log_every: Interval = 50  # steps between progress reports (the only host syncs)
     deterministic: bool = False  # torch deterministic algorithms (bit-exact resume on CPU)
+    text: TextOptions = Field(default_factory=TextOptions)  # text datasets only (GAN-BERT): ganft_core/text_config.py
 
 
 class AdaptHyperparameters(_Strict):
@@ -123,6 +135,7 @@ class AdaptHyperparameters(_Strict):
     eval_samples: Annotated[int, Field(ge=16, le=100_000)] = 1000  # generated images per FID/KID
     checkpoint_every: Interval = 500  # steps between checkpoints
     log_every: Interval = 50  # steps between progress reports
+    early_stopping: EarlyStopping | None = None  # None: run all `steps`; needs FID (an evaluator)
     deterministic: bool = False  # torch deterministic algorithms
 
 

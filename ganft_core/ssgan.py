@@ -41,6 +41,7 @@ from ganft_core.config import SsganHyperparameters
 from ganft_core.data import align_validation, dataset_stats, split_validation
 from ganft_core.data.feed import Feed
 from ganft_core.data.types import Dataset, require_labeled_classes
+from ganft_core.early_stop import EarlyStopper, copy_state
 from ganft_core.errors import Aborted, DatasetError
 from ganft_core.images import save_curves, save_grid
 from ganft_core.ssgan_nets import (
@@ -169,6 +170,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     ema = run.Ema(net, hp.ema_decay) if hp.ema_decay > 0 else None
     ema_c = run.Ema(control, hp.ema_decay) if hp.ema_decay > 0 and control is not None else None
     sampler = torch.Generator(device=device).manual_seed(seed)  # labeled/unlabeled indices, z, augmentation
+    stopper = (EarlyStopper(hp.early_stopping, metric="accuracy", higher_is_better=True)
+               if hp.early_stopping is not None else None)
     notes = list(clf.notes)
     if image and not clf.from_scratch:
         notes.append(f"pretrained backbone: lr × {backbone_scale:g}, batch norm {hp.batch_norm}"
@@ -213,6 +216,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
             ema_c.load_state_dict(ckpt["ema_control"])
         run.restore_rng_state(ckpt["rng"], sampler)
         step, history = int(ckpt["step"]), ckpt["history"]
+        if stopper is not None:
+            stopper.load_state_dict(ckpt.get("early_stopping"))
         progress(ProgressUpdate("log", step, total, {}, message=f"resumed from checkpoint at step {step}"))
     else:
         resolved = {"method": "ssgan", "seed": seed, "hyperparameters": hp.model_dump(),
@@ -243,7 +248,8 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
                  "opt_c": opt_c.state_dict() if opt_c is not None else None,
                  "ema": ema.state_dict() if ema is not None else None,
                  "ema_control": ema_c.state_dict() if ema_c is not None else None,
-                 "rng": run.capture_rng_state(sampler), "history": history}
+                 "rng": run.capture_rng_state(sampler), "history": history,
+                 "early_stopping": stopper.state_dict() if stopper is not None else None}
         path = run.save_checkpoint(out_dir, step, state, keep_last=hp.keep_checkpoints)
         progress(ProgressUpdate("checkpoint", step, total, {}, path=str(path.relative_to(out_dir))))
 
@@ -276,6 +282,12 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
             progress(ProgressUpdate("artifact", step, total, {}, path=name))
         return names
 
+    def outputs_now() -> dict[str, Any]:
+        """What early stopping keeps of the best evaluation: the evaluated weights, figures and predictions."""
+        return {"classifier": copy_state(ema.module if ema else net), "generator": copy_state(gen),
+                "control": copy_state(ema_c.module if ema_c else control) if control is not None else None,
+                "figures": figures, "predictions": dict(predictions)}
+
     set_train_mode(net, frozen, bn_frozen=bn_frozen)
     gen.train()
     if control is not None:
@@ -291,7 +303,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     def d_logits(x: torch.Tensor) -> torch.Tensor:  # K logits of real inputs (through the backbone)
         return net(x) if not feature_space else net.head(net.features(x))
 
-    while step < total:
+    while step < total and not (stopper is not None and stopper.stopped):
         if should_abort():
             checkpoint(losses)
             raise Aborted(f"stopped at step {step} of {total} on request; a checkpoint was written")
@@ -378,7 +390,9 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
             run.append_metrics(out_dir, {"step": step, "event": "evaluation", **scalars})
             progress(ProgressUpdate("evaluation", step, total, scalars))
             picture_names = pictures()
-        if step % hp.checkpoint_every == 0 or step == total:
+            if stopper is not None:  # the best evaluation's weights, figures and predictions are the outputs
+                stopper.observe(step, scalars["accuracy"], outputs_now)
+        if step % hp.checkpoint_every == 0 or step == total or (stopper is not None and stopper.stopped):
             checkpoint(losses)
 
     # ---- final artifacts: classifier (EMA weights when on), control, generator, metrics; the pictures
@@ -387,6 +401,13 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         figures = evaluate()
         picture_names = pictures()
     best = ema.module if ema is not None else net
+    if stopper is not None and stopper.best_state is not None:  # early stopping: the best evaluated step's
+        kept = stopper.best_state
+        best.load_state_dict(kept["classifier"])
+        gen.load_state_dict(kept["generator"])
+        if control is not None and kept["control"] is not None:
+            (ema_c.module if ema_c is not None else control).load_state_dict(kept["control"])
+        figures, predictions = kept["figures"], dict(kept["predictions"])
     artifacts = save_classifier(best, clf, train, out_dir, "model", notes, export=True)
     if control is not None:
         c_best = ema_c.module if ema_c is not None else control
@@ -402,7 +423,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
                "labeled_examples": len(feed_lab), "unlabeled_examples": len(feed_unl),
                "validation_examples": len(feed_val), "evaluated_with_ema": ema is not None,
                "ssgan": figures["ssgan"], "control": figures.get("control"), **deltas(figures),
-               "verdict": result, "notes": notes}
+               "verdict": result, "notes": notes, **(stopper.summary(step, total) if stopper is not None else {})}
     run.write_json(out_dir / "metrics.json", metrics)
     artifacts.append("metrics.json")
     if result is not None:
