@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     store_presign_expires_s: float = Field(default=600.0, ge=1, le=7 * 24 * 3600)
     store_cache_dir: Path | None = None  # local copies of S3 objects (inputs, inspection); default data_dir/store-cache
 
+    # Retention (ganft/retention.py, run by the workers' sweeper and `ganft admin gc`). The defaults keep
+    # everything a user can read except the superseded live-picture versions of finished jobs.
+    retain_checkpoints_days: float | None = Field(default=None, ge=0)  # finished jobs' checkpoints; None: forever
+    retain_checkpoints_last_only: bool = False  # a finished job keeps only its newest checkpoint
+    retain_picture_versions: bool = False  # keep a finished job's superseded live-picture versions
+    retain_artifacts_days: float | None = Field(
+        default=None, ge=0
+    )  # finished jobs' artifacts (model unused); None: forever
+    gc_interval_s: float = Field(default=3600.0, gt=0)  # how often each worker's sweeper runs the garbage collector
+    gc_grace_s: float = Field(
+        default=3600.0, ge=0
+    )  # an unreferenced object younger than this is kept (in-flight writes)
+
     max_upload_bytes: int = Field(default=32 * 1024**3, ge=1)  # datasets and models, per upload (disk, not RAM)
     max_json_bytes: int = Field(default=1024**2, ge=1024)  # JSON request bodies
     rate_limit_per_s: float = Field(default=200.0, gt=0)  # sustained requests per API key

@@ -33,7 +33,7 @@ from ganft.db.session import get_engine, session_scope
 from ganft.db.tables import utcnow
 from ganft.repo import lifecycle
 from ganft.settings import Settings
-from worker import webhooks
+from worker import retention, webhooks
 from worker.app import PRIORITY_FIRST, PRIORITY_RETRY, QUEUE, RUN_JOB
 
 # A queued job's message is resent (when the broker lost messages) once it was sent this many
@@ -80,6 +80,7 @@ def sweep_once(app: Celery, settings: Settings) -> SweepResult:
     if result.dispatched:
         log.info("dispatched %d queued job(s): %s", len(result.dispatched), ", ".join(result.dispatched))
     webhooks.deliver_due(settings)  # signed POSTs about finished jobs (worker/webhooks.py)
+    retention.collect_if_due(settings)  # garbage collection, in its own thread (worker/retention.py)
     return result
 
 

@@ -337,13 +337,13 @@ def get_dataset(dataset: DatasetDep) -> DatasetOut:
 
 @router.delete("/{dataset_id}", status_code=204)
 def delete_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep, store: StoreDep) -> Response:
-    """Delete a dataset and its file; 409 while a queued or running job uses it."""
+    """Delete a dataset: gone from the API at once, its file once no unfinished job uses it."""
     dataset = datasets.get(session, tenant_id=tenant.tenant_id, dataset_id=dataset_id, lock="update")
     if dataset is None:
         raise not_found("dataset", dataset_id)
-    if datasets.in_use(session, dataset_id=dataset_id):
-        raise Problem(409, f"dataset {dataset_id!r} is used by a job that has not finished; cancel it first")
+    held = datasets.in_use(session, dataset_id=dataset_id)
     datasets.mark_deleted(session, dataset_id=dataset_id)
     session.commit()
-    store.delete_prefix(f"datasets/{dataset_id}")
+    if not held:  # else the garbage collector removes it once those jobs finish (ganft/retention.py)
+        store.delete_prefix(f"datasets/{dataset_id}")
     return Response(status_code=204)

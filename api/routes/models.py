@@ -1,4 +1,4 @@
-"""`/v1/models`: upload a pretrained model (safetensors + config, or a torch.export program), read, download.
+"""`/v1/models`: upload a pretrained model (safetensors + config, or a torch.export program), read, download, delete.
 
 The store folder `models/{id}/` is laid out as a trainer's `base_model` folder
 (docs/CONTRACTS.md): `model.safetensors` + `model.json` (+ `discriminator.*` for a GAN),
@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ModelDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from api.downloads import stored_file_response
 from api.model_files import check_program, check_safetensors, parse_config
-from api.problems import Problem, from_validation_error, invalid
+from api.problems import Problem, from_validation_error, invalid, not_found
 from api.schemas import ListOf, ModelConfig, ModelOut
 from api.uploads import Received, check_declared_length, receive_multipart
 from ganft.db.session import session_scope
@@ -204,3 +204,19 @@ def download_weights(request: Request, model: ModelDep, store: StoreDep) -> Resp
         content_type="application/octet-stream",
         filename=f"{model.id}.{suffix}",
     )
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(model_id: str, session: SessionDep, tenant: TenantDep, store: StoreDep) -> Response:
+    """Delete a model: gone from the API at once, its files once no unfinished job uses it."""
+    model = models.get(session, tenant_id=tenant.tenant_id, model_id=model_id, lock="update")
+    if model is None:
+        raise not_found("model", model_id)
+    held = models.in_use(session, model_id=model_id)
+    models.mark_deleted(session, model_id=model_id)
+    session.commit()
+    # A job's output model is the job's artifacts folder: it goes with the artifacts (GANFT_RETAIN_ARTIFACTS_DAYS).
+    # An uploaded model still used by a queued or running job is removed by the garbage collector later.
+    if model.source_job_id is None and not held:
+        store.delete_prefix(model.storage_prefix)
+    return Response(status_code=204)

@@ -122,6 +122,7 @@ class Model(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))  # of the main weights file
     source_job_id: Mapped[str | None] = mapped_column(String(40))  # set for a job's output model
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # DELETE: hidden, files GC'd
 
 
 class Job(Base):

@@ -16,11 +16,12 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from ganft.db.tables import Model
+from ganft.db.tables import Job, Model, utcnow
 from ganft.repo.pages import Page, paginate
+from ganft.states import ACTIVE_STATUSES
 from ganft.store import Store
 
 STORAGE_ROOT = "models"
@@ -97,14 +98,31 @@ def create(
     return row
 
 
-def get(session: Session, *, tenant_id: str, model_id: str, lock: bool = False) -> Model | None:
-    """The tenant's model, None when absent or another tenant's. `lock`: FOR SHARE until commit."""
-    query = select(Model).where(Model.id == model_id, Model.tenant_id == tenant_id)
+def get(
+    session: Session, *, tenant_id: str, model_id: str, lock: Literal["share", "update"] | bool = False
+) -> Model | None:
+    """The tenant's model, None when absent, deleted or another tenant's.
+
+    `lock` takes a row lock until commit: a job being created holds FOR SHARE (`True` or "share") on
+    its models and a delete takes FOR UPDATE, so a delete never slips past a new job's reference.
+    """
+    query = select(Model).where(Model.id == model_id, Model.tenant_id == tenant_id, Model.deleted_at.is_(None))
     if lock:
-        query = query.with_for_update(read=True)
+        query = query.with_for_update(read=lock is True or lock == "share")
     return session.scalars(query).one_or_none()
 
 
 def list_models(session: Session, *, tenant_id: str, limit: int, after: str | None) -> Page[Model]:
-    query = select(Model).where(Model.tenant_id == tenant_id)
+    query = select(Model).where(Model.tenant_id == tenant_id, Model.deleted_at.is_(None))
     return paginate(session, query, created_at=Model.created_at, row_id=Model.id, limit=limit, after=after)
+
+
+def in_use(session: Session, *, model_id: str) -> bool:
+    """True when a job that is not finished uses this model (as its base or its evaluator)."""
+    uses = (Job.base_model_id == model_id) | (Job.evaluator_model_id == model_id)
+    return bool(session.scalar(select(exists().where(uses, Job.status.in_(ACTIVE_STATUSES)))))
+
+
+def mark_deleted(session: Session, *, model_id: str) -> None:
+    """Soft delete: jobs keep their reference; the files go with the garbage collector (ganft/retention.py)."""
+    session.execute(update(Model).where(Model.id == model_id, Model.deleted_at.is_(None)).values(deleted_at=utcnow()))

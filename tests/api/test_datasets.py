@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -11,7 +12,9 @@ from sqlalchemy import Engine, func, select
 
 from ganft.db.session import session_scope
 from ganft.db.tables import Dataset
+from ganft.retention import collect
 from ganft.settings import Settings
+from ganft.store import open_store
 from tests.api.conftest import Seed, csv_bytes, npz_bytes
 
 
@@ -156,20 +159,29 @@ def test_list_pagination_has_no_duplicates(client: TestClient, headers: dict[str
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "after"
 
 
-def test_delete(client: TestClient, headers: dict[str, str], seed: Seed) -> None:
-    """204, then 404 on read and delete; in use by a queued job: 409; by a finished job only: deletable."""
+def test_delete(client: TestClient, headers: dict[str, str], seed: Seed, settings: Settings) -> None:
+    """204, then 404 on read and delete; the file goes at once, or (used by a queued job) once the job
+    finishes, by the garbage collector; the finished job still shows the dataset id."""
+    store = open_store(settings.store_url)
     free = seed.dataset("acme")
+    store.put_bytes(f"datasets/{free}/data", b"x")
     assert client.delete(f"/v1/datasets/{free}", headers=headers).status_code == 204
     assert client.get(f"/v1/datasets/{free}", headers=headers).status_code == 404
     assert client.delete(f"/v1/datasets/{free}", headers=headers).status_code == 404
+    assert not store.exists(f"datasets/{free}/data")
 
     busy = seed.dataset("acme")
+    store.put_bytes(f"datasets/{busy}/data", b"y")
     job = seed.job("acme", dataset_id=busy)
-    conflict = client.delete(f"/v1/datasets/{busy}", headers=headers)
-    assert conflict.status_code == 409 and conflict.headers["content-type"] == "application/problem+json"
-    seed.finish(job, "failed")
     assert client.delete(f"/v1/datasets/{busy}", headers=headers).status_code == 204
-    # the finished job still shows its (now deleted) dataset id
+    assert client.get(f"/v1/datasets/{busy}", headers=headers).status_code == 404
+    assert store.exists(f"datasets/{busy}/data")  # the queued job still reads it
+    later = time.time() + 2 * settings.gc_grace_s
+    collect(settings, now=later)
+    assert store.exists(f"datasets/{busy}/data")
+    seed.finish(job, "failed")
+    collect(settings, now=later)
+    assert not store.exists(f"datasets/{busy}/data")
     assert client.get(f"/v1/jobs/{job}", headers=headers).json()["dataset_id"] == busy
 
 
