@@ -24,7 +24,7 @@ from api.keycache import KeyCache
 from api.observability import LatencyMiddleware, make_registry
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter
-from api.routes import dashboard, datasets, events, health, jobs, models, outputs
+from api.routes import dashboard, datasets, events, health, jobs, models, outputs, usage
 from api.schemas import JobCreate
 from ganft.db.notify import make_hub
 from ganft.db.reads import make_reader
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     problems.install(app)
     app.add_middleware(LatencyMiddleware, latency=latency)
-    for module in (health, datasets, models, jobs, events, outputs, dashboard):
+    for module in (health, datasets, models, jobs, events, outputs, usage, dashboard):
         app.include_router(module.router)
     _document_manual_bodies(app)
     return app

@@ -4,12 +4,14 @@ Multipart bodies are parsed incrementally with python-multipart's push parser; f
 straight to atomic store writers (in a threadpool, so disk writes never block the event
 loop), small text parts are kept. The body is counted as it arrives: more than `max_bytes`
 is a 413 at once, whether or not the client sent a Content-Length (chunked bodies). Files
-become visible in the store only when the whole body arrived intact.
+become visible in the store only when the whole body arrived intact. An `UploadLimit` says which
+limit binds (GANFT_MAX_UPLOAD_BYTES or what is left of the tenant's storage quota, api/quota.py)
+and the problem that exceeding it answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -44,21 +46,40 @@ def too_large(max_bytes: int) -> Problem:
     return Problem(413, f"the upload exceeds the limit of {max_bytes} bytes (GANFT_MAX_UPLOAD_BYTES)")
 
 
-def check_declared_length(request: Request, max_bytes: int) -> None:
+@dataclass(frozen=True)
+class UploadLimit:
+    """At most `max_bytes` of body; more answers `problem()` (a 413)."""
+
+    max_bytes: int
+    problem: Callable[[], Problem]
+
+    @classmethod
+    def of(cls, max_bytes: int) -> UploadLimit:
+        """The plain GANFT_MAX_UPLOAD_BYTES limit."""
+        return cls(max_bytes, lambda: too_large(max_bytes))
+
+
+def _limit(limit: int | UploadLimit) -> UploadLimit:
+    return limit if isinstance(limit, UploadLimit) else UploadLimit.of(limit)
+
+
+def check_declared_length(request: Request, max_bytes: int | UploadLimit) -> None:
     """413 before reading anything when Content-Length already says the body is too big."""
+    limit = _limit(max_bytes)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large(max_bytes)
+    if declared is not None and declared.isdigit() and int(declared) > limit.max_bytes:
+        raise limit.problem()
 
 
-async def _body(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
-    """The request body in chunks, 413 as soon as more than `max_bytes` arrived."""
-    check_declared_length(request, max_bytes)
+async def _body(request: Request, max_bytes: int | UploadLimit) -> AsyncIterator[bytes]:
+    """The request body in chunks, 413 as soon as more than the limit arrived."""
+    limit = _limit(max_bytes)
+    check_declared_length(request, limit)
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
-        if received > max_bytes:
-            raise too_large(max_bytes)
+        if received > limit.max_bytes:
+            raise limit.problem()
         if chunk:
             yield chunk
 
@@ -92,7 +113,7 @@ class _BufferedWriter:
             self.writer.write(chunk)
 
 
-async def receive_raw(request: Request, *, store: Store, key: str, max_bytes: int) -> ReceivedFile:
+async def receive_raw(request: Request, *, store: Store, key: str, max_bytes: int | UploadLimit) -> ReceivedFile:
     """Store the whole request body under `key`."""
     writer = _BufferedWriter(await run_in_threadpool(store.open_write, key))
     try:
@@ -216,7 +237,7 @@ async def receive_multipart(
     store: Store,
     file_keys: Mapping[str, str],
     text_fields: frozenset[str],
-    max_bytes: int,
+    max_bytes: int | UploadLimit,
     max_text_bytes: int,
 ) -> Received:
     """Parse a multipart/form-data body: parts named in `file_keys` stream to those store keys,

@@ -118,6 +118,14 @@ class WebhookDelivery(Resource):
     updated_at: dt.datetime
 
 
+class Usage(Resource):
+    """A tenant's stored bytes (GET /v1/usage); also the API's response model."""
+
+    total_bytes: int
+    by_kind: dict[str, int]  # bytes of datasets, models, checkpoints, artifacts
+    max_storage_bytes: int | None = None  # the tenant's storage quota; None: unlimited
+
+
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = None  # pass as `after` for the next page

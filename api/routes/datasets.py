@@ -16,10 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import DatasetDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from api.problems import Problem, invalid, not_found
+from api.quota import upload_limit, upload_limit_in
 from api.schemas import DatasetFormat, DatasetOut, ListOf, UploadComplete, UploadCreate, UploadOut
 from api.uploads import (
     WRITE_BUFFER_BYTES,
     ReceivedFile,
+    UploadLimit,
     check_declared_length,
     receive_multipart,
     receive_raw,
@@ -84,6 +86,8 @@ async def upload_dataset(
     dataset_id = new_id("ds")
     key = datasets.storage_key_for(dataset_id)
     engine = request.app.state.engine
+    limit = await upload_limit(engine, tenant_id=tenant.tenant_id, max_upload_bytes=settings.max_upload_bytes)
+    check_declared_length(request, limit)
 
     def create_row() -> None:
         with session_scope(engine) as session:
@@ -94,7 +98,7 @@ async def upload_dataset(
 
     await run_in_threadpool(create_row)
     try:
-        upload, fields = await _receive(request, store=store, key=key, max_bytes=settings.max_upload_bytes)
+        upload, fields = await _receive(request, store=store, key=key, max_bytes=limit)
         fmt = _pick_format(fields.get("format") or format, upload.filename, fields.get("name"), name)
         final_name = fields.get("name") or name or upload.filename or dataset_id
         if len(final_name) > 200:
@@ -144,6 +148,9 @@ def create_upload(body: UploadCreate, session: SessionDep, tenant: TenantDep, se
     """Start a resumable upload: then PUT its parts in order and POST `complete` (see README)."""
     if body.size_bytes > settings.max_upload_bytes:
         raise too_large(settings.max_upload_bytes)
+    limit = upload_limit_in(session, tenant_id=tenant.tenant_id, max_upload_bytes=settings.max_upload_bytes)
+    if body.size_bytes > limit.max_bytes:
+        raise limit.problem()
     fmt = _pick_format(body.format, body.name)
     row = datasets.create_resumable(session, dataset_id=new_id("ds"), tenant_id=tenant.tenant_id, name=body.name,
                                     fmt=fmt, size_bytes=body.size_bytes)
@@ -286,7 +293,9 @@ async def abort_upload(upload_id: str, request: Request, tenant: TenantDep, stor
     return Response(status_code=204)
 
 
-async def _receive(request: Request, *, store: Store, key: str, max_bytes: int) -> tuple[ReceivedFile, dict[str, str]]:
+async def _receive(
+    request: Request, *, store: Store, key: str, max_bytes: UploadLimit
+) -> tuple[ReceivedFile, dict[str, str]]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         received = await receive_multipart(

@@ -21,6 +21,7 @@ from api.deps import ModelDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from api.downloads import stored_file_response
 from api.model_files import check_program, check_safetensors, parse_config
 from api.problems import Problem, from_validation_error, invalid, not_found
+from api.quota import upload_limit
 from api.schemas import ListOf, ModelConfig, ModelOut
 from api.uploads import Received, check_declared_length, receive_multipart
 from ganft.db.session import session_scope
@@ -62,6 +63,10 @@ async def upload_model(request: Request, tenant: TenantDep, settings: SettingsDe
     check_declared_length(request, settings.max_upload_bytes)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Problem(415, "send the model as multipart/form-data (weights or program, and config)")
+    limit = await upload_limit(
+        request.app.state.engine, tenant_id=tenant.tenant_id, max_upload_bytes=settings.max_upload_bytes
+    )
+    check_declared_length(request, limit)
     model_id = new_id("mdl")
     prefix = models.storage_prefix_for(model_id)
     try:
@@ -74,7 +79,7 @@ async def upload_model(request: Request, tenant: TenantDep, settings: SettingsDe
                 "program": f"{prefix}/model.pt2",
             },
             text_fields=frozenset({"config", "name"}),
-            max_bytes=settings.max_upload_bytes,
+            max_bytes=limit,
             max_text_bytes=settings.max_json_bytes,
         )
         return await run_in_threadpool(_register, request, received, tenant.tenant_id, model_id, store)
