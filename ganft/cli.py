@@ -7,9 +7,10 @@
     ganft up [--host H] [--port P]                 API + a worker on this machine (ganft.embedded)
     ganft demo [--steps N] [--seed S] [--url U --key K]   a tiny end-to-end run on scikit-learn's digits
     ganft admin set-webhook --tenant NAME [URL | --clear]   the tenant's default webhook URL (prints the secret)
+    ganft admin gc [--dry-run] [--json]            garbage-collect the artifact store now (ganft.retention)
 
 User commands on the SDK (ganft.cli_user, ganft.cli_jobs; --url/GANFT_URL, --key/GANFT_API_KEY, --json):
-    ganft datasets upload|list|show|delete    ganft models upload|list|show
+    ganft datasets upload|list|show|delete    ganft models upload|list|show|delete    ganft usage
     ganft jobs create|list|show|cancel|watch|logs    ganft artifacts list|download
 
 Output meant for scripts goes to stdout (the key, tables, a watched job's summary); messages and
@@ -23,7 +24,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ganft import cli_jobs, cli_user
+from ganft import cli_jobs, cli_storage, cli_user
 
 log = logging.getLogger("ganft")
 
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("url", nargs="?", default=None, help="http(s) URL that receives job.* events")
     hook.add_argument("--clear", action="store_true", help="remove the default")
     hook.set_defaults(run=_set_webhook)
+    cli_storage.add_admin_commands(admin)  # ganft admin gc [--dry-run]
 
     up = commands.add_parser("up", help="run the API and a worker on this machine (embedded default)")
     up.add_argument("--host", default="127.0.0.1")
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_user.add_commands(commands)
     cli_jobs.add_commands(commands)
+    cli_storage.add_commands(commands)  # ganft usage
     return parser
 
 

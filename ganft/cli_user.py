@@ -192,6 +192,15 @@ def _models_show(api: Client, args: argparse.Namespace) -> int:
     return show_detail(api.get_model(args.id), args)
 
 
+def _models_delete(api: Client, args: argparse.Namespace) -> int:
+    api.delete_model(args.id)
+    if args.json:
+        emit_json({"id": args.id, "deleted": True})
+    else:
+        sys.stderr.write(f"deleted {args.id}\n")
+    return 0
+
+
 # ---------------------------------------------------------------- artifacts
 
 
@@ -241,7 +250,7 @@ def add_commands(commands: Any) -> None:
         cmd.add_argument("id")
         cmd.set_defaults(run=with_client(handler))
 
-    models = commands.add_parser("models", help="upload, list, show models")
+    models = commands.add_parser("models", help="upload, list, show, delete models")
     sub = models.add_subparsers(dest="models_command", required=True)
     upload = sub.add_parser("upload", parents=[common], help="upload safetensors weights or a .pt2 program")
     upload.add_argument("--config", type=Path, default=None, help="model config JSON file (architecture, ...)")
@@ -254,9 +263,10 @@ def add_commands(commands: Any) -> None:
     listing = sub.add_parser("list", parents=[common], help="your models, newest first")
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(run=with_client(_models_list))
-    cmd = sub.add_parser("show", parents=[common], help="one model")
-    cmd.add_argument("id")
-    cmd.set_defaults(run=with_client(_models_show))
+    for name, handler in (("show", _models_show), ("delete", _models_delete)):
+        cmd = sub.add_parser(name, parents=[common], help=f"{name} one model")
+        cmd.add_argument("id")
+        cmd.set_defaults(run=with_client(handler))
 
     artifacts = commands.add_parser("artifacts", help="a job's output files")
     sub = artifacts.add_subparsers(dest="artifacts_command", required=True)

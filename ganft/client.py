@@ -46,6 +46,7 @@ from ganft.client_types import (
     Job,
     Model,
     Page,
+    Usage,
     WebhookDelivery,
 )
 
@@ -289,6 +290,16 @@ class Client:
 
     def list_models(self, *, limit: int = 50, after: str | None = None) -> Page[Model]:
         return self._page(Model, "/v1/models", {"limit": limit, "after": after})
+
+    def delete_model(self, model_id: str) -> None:
+        """Gone from the API at once; its files once no unfinished job uses it."""
+        self.request("DELETE", f"/v1/models/{model_id}")
+
+    # ------------------------------------------------------------ storage
+
+    def usage(self) -> Usage:
+        """Your tenant's stored bytes by kind and its storage quota (None: unlimited)."""
+        return self._get(Usage, "/v1/usage")
 
     # ------------------------------------------------------------ jobs
 
