@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ganft_core.text_config import TextOptions
+
 Method = Literal["ssgan", "adapt"]
 
 Steps = Annotated[int, Field(ge=1, le=1_000_000)]
@@ -97,6 +99,7 @@ class SsganHyperparameters(_Strict):
     early_stopping: EarlyStopping | None = None  # None: run all `steps`
     log_every: Interval = 50  # steps between progress reports (the only host syncs)
     deterministic: bool = False  # torch deterministic algorithms (bit-exact resume on CPU)
+    text: TextOptions = Field(default_factory=TextOptions)  # text datasets only (GAN-BERT): ganft_core/text_config.py
 
 
 class AdaptHyperparameters(_Strict):

@@ -105,6 +105,13 @@ def _dispatch(spec: TrainSpec, data: Dataset, out_dir: Path, *, validation: Data
     if spec.method == "ssgan":
         if not isinstance(hp, SsganHyperparameters):
             raise SpecError("ssgan needs SsganHyperparameters", field="hyperparameters")
+        from ganft_core.data.text import TextDataset
+
+        if isinstance(data, TextDataset):  # GAN-BERT: ganft_core/ssgan_text.py
+            from ganft_core.ssgan_text import train_ssgan_text
+
+            return train_ssgan_text(hp, data, out_dir, seed=spec.seed, validation=validation,  # type: ignore[arg-type]
+                                    base_model=base_model, progress=progress, should_abort=should_abort, device=device)
         from ganft_core.ssgan import train_ssgan
 
         return train_ssgan(

@@ -6,27 +6,30 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ganft_core.data.archive import ArchiveLimits, SafeZip
 from ganft_core.data.csvfile import inspect_csv, load_csv
 from ganft_core.data.imagefolder import inspect_imagefolder, load_imagefolder
 from ganft_core.data.npz import inspect_npz, load_npz
 from ganft_core.data.stored import load_stored
+from ganft_core.data.text import inspect_text, load_text, looks_like_text
 from ganft_core.data.types import Dataset
 from ganft_core.errors import DatasetError
 
-FORMATS = ("imagefolder", "npz", "csv")
+FORMATS = ("imagefolder", "npz", "csv", "text")
 _LOADERS: dict[str, Callable[[Path, ArchiveLimits], Dataset]] = {
     "imagefolder": load_imagefolder,
     "npz": load_npz,
     "csv": load_csv,
+    "text": cast(Callable[[Path, ArchiveLimits], Dataset], load_text),  # a TextDataset (texts, not arrays)
 }
 # Each gives dataset_stats(loader(...)) after the same checks, without holding the dataset in memory.
 _INSPECTORS: dict[str, Callable[[Path, ArchiveLimits], dict[str, Any]]] = {
     "imagefolder": inspect_imagefolder,
     "npz": inspect_npz,
     "csv": inspect_csv,
+    "text": inspect_text,
 }
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty zip
 _NPY_MAGIC = b"\x93NUMPY"
@@ -34,7 +37,8 @@ _SNIFF_BYTES = 64 * 1024
 
 
 def detect_format(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> str:
-    """'npz' for a zip of only .npy members, 'imagefolder' for any other zip, 'csv' for UTF-8 text."""
+    """'npz' for a zip of only .npy members, 'imagefolder' for any other zip, 'text' for JSONL or a CSV with a
+    `text` column, 'csv' for other UTF-8 text."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"no dataset file at {path}")
@@ -57,7 +61,7 @@ def detect_format(path: str | Path, limits: ArchiveLimits = ArchiveLimits()) -> 
         raise DatasetError("unrecognised file: not a zip, an npz or a UTF-8 csv", field="format") from None
     if b"\x00" in head:
         raise DatasetError("unrecognised file: not a zip, an npz or a UTF-8 csv", field="format")
-    return "csv"
+    return "text" if looks_like_text(head) else "csv"
 
 
 def load_dataset(
@@ -75,7 +79,7 @@ def load_dataset(
     Every problem the user can fix is a DatasetError whose message names it.
     """
     path, fmt = _resolve(path, fmt, limits)
-    if stored is not None:
+    if stored is not None and fmt != "text":  # texts are tokenised when a run starts, not stored
         return load_stored(path, fmt, stored, limits=limits)
     return _LOADERS[fmt](path, limits)
 

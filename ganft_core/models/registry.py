@@ -19,6 +19,7 @@ from ganft_core.models.arguments import arguments_to_json, parse_arguments
 from ganft_core.models.conv_gan import ConvDiscriminator, ConvDiscriminatorArgs, ConvGenerator, ConvGeneratorArgs
 from ganft_core.models.convnet import ConvNet, ConvNetArgs
 from ganft_core.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorArgs, DCGANGenerator, DCGANGeneratorArgs
+from ganft_core.models.minilm import MiniLMArgs, MiniLMClassifier
 from ganft_core.models.mlp import MLP, MLPArgs
 from ganft_core.models.mlp_gan import MLPDiscriminator, MLPDiscriminatorArgs, MLPGenerator, MLPGeneratorArgs
 from ganft_core.models.resnet import ResNet18, ResNet18Args
@@ -37,6 +38,7 @@ ARCHITECTURES: dict[str, ArchEntry] = {
     "mlp": ArchEntry(MLPArgs, MLP, "classifier"),
     "convnet": ArchEntry(ConvNetArgs, ConvNet, "classifier"),
     "resnet18": ArchEntry(ResNet18Args, ResNet18, "classifier"),
+    "minilm": ArchEntry(MiniLMArgs, MiniLMClassifier, "classifier"),  # text: ganft_core/ssgan_text.py
     "dcgan_g": ArchEntry(DCGANGeneratorArgs, DCGANGenerator, "generator"),
     "dcgan_d": ArchEntry(DCGANDiscriminatorArgs, DCGANDiscriminator, "discriminator"),
     "mlp_g": ArchEntry(MLPGeneratorArgs, MLPGenerator, "generator"),

@@ -206,7 +206,7 @@ def _keys_and_shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def test_registry_names_and_roles() -> None:
     roles = {name: e.role for name, e in registry.ARCHITECTURES.items()}
-    assert {n for n, r in roles.items() if r == "classifier"} == {"mlp", "convnet", "resnet18"}
+    assert {n for n, r in roles.items() if r == "classifier"} == {"mlp", "convnet", "resnet18", "minilm"}
     assert {n for n, r in roles.items() if r == "generator"} == {"dcgan_g", "mlp_g", "conv_g"}
     assert {n for n, r in roles.items() if r == "discriminator"} == {"dcgan_d", "mlp_d", "conv_d"}
 
