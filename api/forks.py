@@ -19,6 +19,7 @@ from api.problems import from_validation_error, invalid
 from api.schemas import JobCreate
 from ganft.db.tables import Job, JobCheckpoint
 from ganft.repo import checkpoints, datasets, jobs
+from ganft.repo.claims import PRIORITY_NAMES
 from ganft.store import Store
 from ganft_core.config import HYPERPARAMETERS
 
@@ -66,6 +67,7 @@ def resolve(session: Session, *, tenant_id: str, spec: JobCreate) -> Fork:
         "evaluator_model_id": given.get("evaluator_model_id", parent.evaluator_model_id),
         "seed": given.get("seed", parent.seed),
         "max_runtime_s": given.get("max_runtime_s", parent.max_runtime_s),
+        "priority": given.get("priority", PRIORITY_NAMES.get(parent.priority, "normal")),
     }
     return Fork(spec.model_copy(update=inherited), hyperparameters, parent, checkpoint)
 

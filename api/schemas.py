@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from ganft.db import tables
+from ganft.repo.claims import PRIORITY_NAMES
 from ganft.repo.pages import as_utc
 from ganft.webhooks import MAX_URL_LENGTH, check_literal_target, check_url
 
@@ -15,6 +16,7 @@ T = TypeVar("T")
 
 Id = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z]+_[0-9a-f]+$")]
 DatasetFormat = Literal["imagefolder", "npz", "csv"]
+Priority = Literal["low", "normal", "high"]  # a free worker takes the highest first, FIFO within one
 JobStatus = Literal["queued", "running", "cancelling", "pausing", "paused", "succeeded", "failed", "cancelled"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -175,6 +177,7 @@ class JobCreate(BaseModel):
     hyperparameters: dict[str, Any] = {}
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     max_runtime_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] | None = None
+    priority: Priority = "normal"  # the queue's order: high before normal before low, FIFO within one
     metadata: Annotated[
         dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=1000)]],
         Field(max_length=50),
@@ -211,6 +214,7 @@ class JobOut(_Out):
     hyperparameters: dict[str, Any]  # resolved: every default filled in
     seed: int
     max_runtime_s: int | None
+    priority: Priority
     metadata: dict[str, str]
     webhook_url: str | None  # where the job.* webhook goes (the job's or the tenant's default at creation)
     attempt: int
@@ -243,6 +247,7 @@ class JobOut(_Out):
             hyperparameters=job.hyperparameters,
             seed=job.seed,
             max_runtime_s=job.max_runtime_s,
+            priority=PRIORITY_NAMES.get(job.priority, "normal"),  # type: ignore[arg-type]
             metadata=job.metadata_,
             webhook_url=job.webhook_url,
             attempt=job.attempt,

@@ -8,6 +8,7 @@
     ganft demo [--steps N] [--seed S] [--url U --key K]   a tiny end-to-end run on scikit-learn's digits
     ganft admin set-webhook --tenant NAME [URL | --clear]   the tenant's default webhook URL (prints the secret)
     ganft admin gc [--dry-run] [--json]            garbage-collect the artifact store now (ganft.retention)
+    ganft admin set-quota --tenant NAME [--max-running N] [--max-storage-bytes B] [--clear]   prints the quotas
 
 User commands on the SDK (ganft.cli_user, ganft.cli_jobs; --url/GANFT_URL, --key/GANFT_API_KEY, --json):
     ganft datasets upload|list|show|delete    ganft models upload|list|show|delete    ganft usage
@@ -127,6 +128,45 @@ def _set_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_quota(args: argparse.Namespace) -> int:
+    from ganft.db.session import session_scope
+    from ganft.repo import quotas
+
+    given = {"max_running_jobs": args.max_running, "max_storage_bytes": args.max_storage_bytes}
+    changes = {name: value for name, value in given.items() if value is not None}
+    if args.clear == bool(changes):
+        log.error("give --max-running and/or --max-storage-bytes, or --clear")
+        return 2
+    try:
+        with session_scope() as session:
+            if args.clear:
+                quota = quotas.set_quota(
+                    session, tenant_name=args.tenant, max_running_jobs=None, max_storage_bytes=None
+                )
+            else:
+                quota = quotas.set_quota(session, tenant_name=args.tenant, **changes)
+    except (quotas.UnknownTenant, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+
+    def shown(value: int | None) -> str:
+        return "unlimited" if value is None else str(value)
+
+    note(
+        f"tenant {quota.tenant!r}: at most {shown(quota.max_running_jobs)} running jobs, "
+        f"{shown(quota.max_storage_bytes)} stored bytes"
+    )
+    sys.stdout.write(f"{quota.tenant}\t{shown(quota.max_running_jobs)}\t{shown(quota.max_storage_bytes)}\n")
+    return 0
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganft", description="GAN fine-tuning training-job service")
     parser.add_argument(
@@ -153,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--clear", action="store_true", help="remove the default")
     hook.set_defaults(run=_set_webhook)
     cli_storage.add_admin_commands(admin)  # ganft admin gc [--dry-run]
+    quota = admin.add_parser("set-quota", help="a tenant's quotas: running jobs, stored bytes (unset: unlimited)")
+    quota.add_argument("--tenant", required=True, help="tenant name")
+    quota.add_argument(
+        "--max-running",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="jobs of the tenant running at once (0 holds them all queued); more stay queued",
+    )
+    quota.add_argument("--max-storage-bytes", type=_count, default=None, metavar="B", help="bytes the tenant may store")
+    quota.add_argument("--clear", action="store_true", help="remove both quotas (unlimited)")
+    quota.set_defaults(run=_set_quota)
 
     up = commands.add_parser("up", help="run the API and a worker on this machine (embedded default)")
     up.add_argument("--host", default="127.0.0.1")

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ganft.cli_user import common_options, emit_json, plain, show, show_detail, with_client
-from ganft.cli_watch import PLAIN_EVERY_S, figures_text
+from ganft_core.progress_view import PLAIN_EVERY_S, figures_text
 
 if TYPE_CHECKING:
     from ganft.client import Client
     from ganft.client_types import Job
 
-JOB_COLUMNS = ("id", "method", "status", "step", "total_steps", "created_at")
+JOB_COLUMNS = ("id", "method", "status", "priority", "step", "total_steps", "created_at")
+PRIORITY_CHOICES = ("low", "normal", "high")  # a free worker takes the highest first, FIFO within one
 EXIT_FAILED = 3
 EXIT_CANCELLED = 4
 
@@ -53,6 +54,7 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         "evaluator_model_id": args.evaluator,
         "seed": args.seed,
         "max_runtime_s": args.max_runtime,
+        "priority": args.priority,
         "webhook_url": args.webhook_url,
     }
     spec.update({k: v for k, v in flags.items() if v is not None})
@@ -109,6 +111,8 @@ def _resume(api: Client, args: argparse.Namespace) -> int:
 def _fork(api: Client, args: argparse.Namespace) -> int:
     """`jobs fork JOB --step N [--hp k=v ...]`: prints the new job's id."""
     fields: dict[str, Any] = {} if args.seed is None else {"seed": args.seed}
+    if args.priority is not None:
+        fields["priority"] = args.priority
     if args.metadata:
         fields["metadata"] = parse_pairs(args.metadata, json_values=False)
     hp = parse_pairs(args.hp, json_values=True)
@@ -225,6 +229,7 @@ def add_commands(commands: Any) -> None:
     create.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter (JSON value)")
     create.add_argument("--seed", type=int, default=None)
     create.add_argument("--max-runtime", type=int, default=None, metavar="SECONDS")
+    create.add_argument("--priority", choices=PRIORITY_CHOICES, default=None, help="queue order (default: normal)")
     create.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
     create.add_argument("--webhook-url", default=None, help="POSTed (signed) when the job ends")
     create.add_argument("--idempotency-key", default=None, help="default: a fresh one")
@@ -251,6 +256,7 @@ def add_commands(commands: Any) -> None:
     fork.add_argument("--step", type=int, required=True, help="a kept checkpoint's step (jobs checkpoints)")
     fork.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter override")
     fork.add_argument("--seed", type=int, default=None)
+    fork.add_argument("--priority", choices=PRIORITY_CHOICES, default=None, help="default: the parent's")
     fork.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
     fork.set_defaults(run=with_client(_fork))
     export = sub.add_parser("export", parents=[common], help="register the model of one checkpoint")

@@ -74,6 +74,7 @@ class Job(Resource):
     hyperparameters: dict[str, Any]
     seed: int
     max_runtime_s: int | None = None
+    priority: str = "normal"  # low | normal | high: the queue's order
     metadata: dict[str, str] = {}
     webhook_url: str | None = None
     attempt: int

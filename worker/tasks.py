@@ -8,7 +8,7 @@ import secrets
 import socket
 
 from ganft.db.session import get_engine, session_scope
-from ganft.repo import lifecycle
+from ganft.repo import claims, lifecycle
 from ganft.settings import get_settings
 from worker.app import RUN_JOB, app, shutdown_requested
 
@@ -22,10 +22,11 @@ def new_worker_id() -> str:
 
 @app.task(name=RUN_JOB, ignore_result=True, acks_late=False, time_limit=None, soft_time_limit=None)
 def run_job(job_id: str) -> str:
-    """Claim the job and run it to the end. A duplicate message finds it claimed and returns.
+    """A doorbell: claim the best eligible queued job (ganft/repo/claims.py; not necessarily `job_id`) and
+    run it, then the next best, until none is eligible or this worker is stopping.
 
-    No Celery time limit: the runner enforces the job's own `max_runtime_s`. Returns the
-    status the job ended in (`skipped` for a duplicate, `deferred` when this worker is stopping),
+    No Celery time limit: the runner enforces each job's own `max_runtime_s`. Returns the status the
+    last job ended in (`skipped` when nothing was eligible, `deferred` when this worker is stopping),
     for logs only (no result backend).
     """
     settings = get_settings()
@@ -35,11 +36,18 @@ def run_job(job_id: str) -> str:
             lifecycle.undo_dispatch(session, job_ids=[job_id])
         log.info("job %s: this worker is shutting down; left queued for the next one", job_id)
         return "deferred"
-    with session_scope(engine) as session:
-        job = lifecycle.claim_job(session, job_id=job_id, worker_id=new_worker_id(), lease_s=settings.lease_s)
-    if job is None:
-        log.info("job %s is not queued (already claimed, cancelled or finished): nothing to do", job_id)
-        return "skipped"
     from worker.runner import run_claimed_job  # the runner pulls in the store and multiprocessing
 
-    return run_claimed_job(job, settings)
+    outcome = "skipped"
+    doorbell: str | None = job_id  # the message's job, for the first claim only
+    while not shutdown_requested():
+        with session_scope(engine) as session:
+            job = claims.claim_next(session, worker_id=new_worker_id(), lease_s=settings.lease_s, doorbell=doorbell)
+        if job is None:
+            if doorbell is not None:
+                log.info("message for job %s: no queued job is eligible (claimed, ended or over quota)", job_id)
+            break
+        if job.id != job_id and doorbell is not None:
+            log.info("message for job %s: claimed %s, the best eligible queued job", job_id, job.id)
+        outcome, doorbell = run_claimed_job(job, settings), None
+    return outcome

@@ -20,6 +20,7 @@ from api.routes import webhooks as webhook_routes
 from api.schemas import FromCheckpoint, JobCreate, JobOut, JobStatus, ListOf
 from ganft.db.tables import Job
 from ganft.repo import checkpoints, datasets, jobs, models, webhooks
+from ganft.repo.claims import PRIORITIES
 from ganft.repo.keys import Principal
 from ganft.repo.pages import InvalidCursor
 from ganft.states import InvalidTransition
@@ -118,6 +119,7 @@ def create_job(
             max_runtime_s=spec.max_runtime_s,
             metadata=spec.metadata,
             total_steps=int(hyperparameters["steps"]),
+            priority=PRIORITIES[spec.priority],
             max_attempts=settings.max_attempts,
             idempotency_key=idempotency_key,
             request_hash=parsed.request_hash,

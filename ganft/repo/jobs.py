@@ -33,6 +33,7 @@ def create(
     max_runtime_s: int | None,
     metadata: dict[str, str],
     total_steps: int,
+    priority: int = 1,  # 0 low, 1 normal, 2 high (ganft/repo/claims.py)
     max_attempts: int,
     idempotency_key: str | None,
     request_hash: str,
@@ -49,6 +50,7 @@ def create(
         hyperparameters=hyperparameters,
         seed=seed,
         max_runtime_s=max_runtime_s,
+        priority=priority,
         metadata_=metadata,
         idempotency_key=idempotency_key,
         request_hash=request_hash,

@@ -123,24 +123,34 @@ def _status_event(session: Session, job_id: str, status: str, **data: Any) -> No
 
 
 def claim_job(session: Session, *, job_id: str, worker_id: str, lease_s: float) -> ClaimedJob | None:
-    """Take a queued job (compare-and-set on `status='queued'`); None when it is not queued any more.
+    """Take this queued job (compare-and-set on `status='queued'`); None when it is not queued any more.
+    Workers claim with `ganft.repo.claims.claim_next` (the best eligible job); this one is for tests and tools.
 
     `attempt` goes up by one; a later attempt keeps `started_at` and finds the newest
     checkpoint in `checkpoint_key`. A duplicate broker message lands here and gets None.
     """
-    now = utcnow()
     claimed = _changed(
-        session,
-        _update(Job.id == job_id, Job.status == "queued").values(
-            status="running",
-            attempt=Job.attempt + 1,
-            worker_id=worker_id,
-            lease_expires_at=now + dt.timedelta(seconds=lease_s),
-            started_at=func.coalesce(Job.started_at, literal(now, Job.started_at.type)),
-        ),
+        session, _update(Job.id == job_id, Job.status == "queued").values(**claimed_values(worker_id, lease_s))
     )
     if not claimed:
         return None
+    return claimed_snapshot(session, job_id=job_id, worker_id=worker_id)
+
+
+def claimed_values(worker_id: str, lease_s: float) -> dict[str, Any]:
+    """The SET of a claim: `running`, attempt + 1, this worker's lease; `started_at` only on the first claim."""
+    now = utcnow()
+    return {
+        "status": "running",
+        "attempt": Job.attempt + 1,
+        "worker_id": worker_id,
+        "lease_expires_at": now + dt.timedelta(seconds=lease_s),
+        "started_at": func.coalesce(Job.started_at, literal(now, Job.started_at.type)),
+    }
+
+
+def claimed_snapshot(session: Session, *, job_id: str, worker_id: str) -> ClaimedJob:
+    """What the runner needs of a job this transaction just claimed, and its `status: running` event."""
     job = session.execute(select(Job).where(Job.id == job_id).execution_options(populate_existing=True)).scalar_one()
     snapshot = ClaimedJob(
         id=job.id,
