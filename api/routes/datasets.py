@@ -32,7 +32,7 @@ from ganft.db.session import session_scope
 from ganft.db.tables import Dataset, new_id
 from ganft.repo import datasets
 from ganft.repo.pages import InvalidCursor
-from ganft.store import Store
+from ganft.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -354,5 +354,8 @@ def delete_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep, stor
     datasets.mark_deleted(session, dataset_id=dataset_id)
     session.commit()
     if not held:  # else the garbage collector removes it once those jobs finish (ganft/retention.py)
-        store.delete_prefix(f"datasets/{dataset_id}")
+        try:
+            store.delete_prefix(f"datasets/{dataset_id}")
+        except StoreUnavailable as exc:  # deleted all the same: the garbage collector removes the file later
+            log.warning("dataset %s: its file stays until the next garbage collection (%s)", dataset_id, exc)
     return Response(status_code=204)

@@ -28,7 +28,7 @@ from ganft.db.session import session_scope
 from ganft.db.tables import new_id
 from ganft.repo import models
 from ganft.repo.pages import InvalidCursor
-from ganft.store import Store
+from ganft.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -223,5 +223,8 @@ def delete_model(model_id: str, session: SessionDep, tenant: TenantDep, store: S
     # A job's output model is the job's artifacts folder: it goes with the artifacts (GANFT_RETAIN_ARTIFACTS_DAYS).
     # An uploaded model still used by a queued or running job is removed by the garbage collector later.
     if model.source_job_id is None and not held:
-        store.delete_prefix(model.storage_prefix)
+        try:
+            store.delete_prefix(model.storage_prefix)
+        except StoreUnavailable as exc:  # deleted all the same: the garbage collector removes the files later
+            log.warning("model %s: its files stay until the next garbage collection (%s)", model_id, exc)
     return Response(status_code=204)
