@@ -32,7 +32,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from ganft_core.config import TrainSpec
-from ganft_core.data import FORMATS, align_validation, dataset_stats, detect_format, inspect_dataset, load_dataset
+from ganft_core.data import (
+    FORMATS,
+    Dataset,
+    align_validation,
+    dataset_stats,
+    detect_format,
+    inspect_dataset,
+    load_dataset,
+)
 from ganft_core.errors import DatasetError, GanftError, ModelError, SpecError
 
 log = logging.getLogger(__name__)
@@ -54,11 +62,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_spec(path: Path) -> TrainSpec:
-    """The TrainSpec in a JSON file, or SpecError naming the first bad field."""
+    """The TrainSpec in a JSON file, or SpecError naming the file and the first bad field."""
+    need_file(path, "SPEC.json", "spec file (JSON with method, hyperparameters and seed)")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read the spec file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"SPEC.json: {path} is not UTF-8 text: {exc.reason}", field="spec") from None
     try:
         return TrainSpec.model_validate_json(text)
     except ValidationError as exc:
@@ -68,7 +77,8 @@ def read_spec(path: Path) -> TrainSpec:
             # TrainSpec validates hyperparameters in a before-validator, whose errors lose that prefix.
             loc = ("hyperparameters", *loc)
         where = ".".join(str(part) for part in loc)
-        raise SpecError(f"{where or 'spec'}: {first['msg']}", field=where or None) from exc
+        said = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise SpecError(f"{path}: {where or 'spec'}: {said}", field=where or None) from exc
 
 
 class _StopOnInterrupt:
@@ -110,7 +120,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _path_error(flag: str, message: str, kind: type[GanftError] = SpecError) -> GanftError:
     """`--flag: message`, with the flag as the field (codes: invalid_spec, invalid_dataset, invalid_model)."""
-    return kind(f"{flag}: {message}", field=flag.lstrip("-").replace("-", "_"))
+    field = "spec" if flag == "SPEC.json" else flag.lstrip("-").replace("-", "_")
+    return kind(f"{flag}: {message}", field=field)
 
 
 def need_file(path: Path, flag: str, what: str, kind: type[GanftError] = SpecError) -> Path:
@@ -168,20 +179,30 @@ def model_source(path: Path, flag: str, class_names: list[str] | None = None) ->
         if not (path / "model.json").is_file():
             programs = sorted(p.name for p in path.glob("*.pt2"))
             hint = f"; or pass the program itself: {flag} {path / programs[0]}" if programs else ""
-            raise _path_error(flag, f"{path} has no model.json (a model folder holds model.json with "
-                                    f"model.safetensors or model.pt2){hint}", ModelError)
+            raise _path_error(
+                flag,
+                f"{path} has no model.json (a model folder holds model.json with model.safetensors or model.pt2){hint}",
+                ModelError,
+            )
         return path
     if path.suffix != ".pt2":
         folder = path.parent if path.name == "model.json" or path.suffix == ".safetensors" else None
         hint = f": give its folder, {folder}" if folder is not None else ""
-        raise _path_error(flag, f"{path} is a file, not a model folder (model.json + model.safetensors) or a .pt2 "
-                                f"program{hint}", ModelError)
+        raise _path_error(
+            flag,
+            f"{path} is a file, not a model folder (model.json + model.safetensors) or a .pt2 program{hint}",
+            ModelError,
+        )
     if class_names is not None:
         return ProgramFile(path, class_names)
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
-        raise _path_error(flag, f"{path} is a program without class names: pass --class-names A,B,... or put "
-                                f"{sidecar.name} with {{\"class_names\": [...]}} beside it", ModelError)
+        raise _path_error(
+            flag,
+            f"{path} is a program without class names: pass --class-names A,B,... or put "
+            f'{sidecar.name} with {{"class_names": [...]}} beside it',
+            ModelError,
+        )
     return ProgramFile(path, _sidecar_names(sidecar, flag))
 
 
@@ -201,6 +222,14 @@ def stage_program(program: ProgramFile, folder: Path) -> Path:
     config = {"format": "program", "class_names": program.class_names, "source": str(program.path.resolve())}
     (folder / "model.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def _load(path: Path, fmt: str | None, flag: str) -> Dataset:
+    """The dataset at `path`; its errors name the flag and the file (`--data: x.csv: no 'label' column`)."""
+    try:
+        return load_dataset(path, fmt)
+    except DatasetError as exc:
+        raise DatasetError(f"{flag}: {path}: {exc.message}", field=flag.lstrip("-")) from None
 
 
 def check_out(path: Path) -> Path:
@@ -226,11 +255,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.inception is not None:
         need_file(args.inception, "--inception", "Inception weights file", ModelError)
     out = check_out(args.out)
-    data = load_dataset(args.data, args.format)
-    validation = align_validation(data, load_dataset(args.validation, args.format)) if args.validation else None
+    data = _load(args.data, args.format, "--data")
+    validation = align_validation(data, _load(args.validation, args.format, "--validation")) if (
+        args.validation) else None  # fmt: skip
     log.info("data: %s", json.dumps(dataset_stats(data)))
 
-    from ganft_core.cli_report import Progress, headline
+    from ganft_core.cli_report import headline
+    from ganft_core.progress_view import Progress
     from ganft_core.train import train  # torch loads here, after the cheap checks passed
 
     if isinstance(base, ProgramFile):

@@ -132,12 +132,13 @@ def test_ssgan_summary(ganft: Ganft, engine: Engine, tmp_path: Path, ssgan_resul
     delta_f1 = (ours["macro_f1"] - control["macro_f1"]) * 100
     assert lines[4].split() == ["difference", f"{verdict['delta'] * 100:+.2f}", "pt", f"{delta_f1:+.2f}", "pt"]
     said = {"helped": "the GAN helped", "hurt": "the GAN hurt", "no_difference": "no difference within noise"}
-    use = "control.pt2 (the supervised control)" if verdict["use"] == "control" else "model.pt2"
-    assert lines[5] == (f"verdict: {said[verdict['outcome']]} ({verdict['delta'] * 100:+.1f} pt accuracy, "
-                        f"noise ±{verdict['margin'] * 100:.1f} pt): use {use}")  # fmt: skip
+    use = "control.pt2" if verdict["use"] == "control" else "model.pt2"
+    assert lines[5] == (f"verdict: {said[verdict['outcome']]} ({verdict['delta'] * 100:+.1f} ± "
+                        f"{verdict['margin'] * 100:.1f} pt accuracy): use {use}")  # fmt: skip
     assert lines[6].startswith(f"output model: {model_id} (")
-    assert lines[7] == f"download:     ganft artifacts download {job_id} {use.split()[0]}"
+    assert lines[7] == f"download:     ganft artifacts download {job_id} {use}"
     assert len(lines) == 8
+    assert all(len(line) <= 80 for line in lines), done.stdout  # an 80-column terminal wraps none of them
 
 
 @pytest.mark.parametrize("case", ["control preferred", "older result", "no control"])
@@ -158,10 +159,9 @@ def test_ssgan_summary_variants(
     _succeed(engine, job_id, result)
     out = ganft.ok("jobs", "watch", job_id)
     if case == "control preferred":
-        said = "verdict: the GAN hurt (-5.0 pt accuracy, noise ±2.0 pt): use control.pt2 (the supervised control)"
-        assert said in out
+        assert "verdict: the GAN hurt (-5.0 ± 2.0 pt accuracy): use control.pt2\n" in out
         assert out.rstrip().endswith(f"ganft artifacts download {job_id} control.pt2")
-        assert "the verdict prefers control.pt2" in out
+        assert "(the GAN's classifier)" in out  # the output model is not the one the verdict prefers
     elif case == "older result":
         assert "difference" in out and "no verdict in this result (an older job)" in out
         assert out.rstrip().endswith(f"ganft artifacts download {job_id} model.pt2")
@@ -186,7 +186,9 @@ def test_adapt_summary(ganft: Ganft, engine: Engine, tmp_path: Path) -> None:
     other = _job(ganft, tmp_path, "adapt")
     _run(engine, other, [(10, {}, None)])
     _succeed(engine, other, {**ADAPT_RESULT, "fid": None, "kid": None, "evaluator": "none"}, role="gan")
-    assert "no FID/KID: the job had no evaluator" in ganft.ok("jobs", "watch", other)
+    lines = ganft.ok("jobs", "watch", other).splitlines()
+    assert lines[1:3] == ["no FID/KID: the run had no evaluator network",
+                          "  (GANFT_INCEPTION_WEIGHTS on the worker, or evaluator_model_id)"]  # fmt: skip
 
 
 def test_failed_job_summary(ganft: Ganft, engine: Engine, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ganft_core.cli import main
-from ganft_core.cli_report import Progress
+from ganft_core.progress_view import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"steps": 4, "batch_size": 8, "unlabeled_batch_size": 8, "eval_every": 2, "log_every": 2,
@@ -36,7 +36,9 @@ def _core(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
+        ("missing spec", r"^error: SPEC\.json: no such file: .*nowhere\.json$"),
         ("missing data", r"^error: --data: no such file: .*nowhere\.npz$"),
+        ("data not a dataset", r"^error: --data: .*spec\.json: "),
         ("missing base model", r"^error: --base-model: no such file or folder: .*nowhere$"),
         ("file for a folder", r"^error: --base-model: .*spec\.json is a file, not a model folder"),
         ("folder without model.json", r"^error: --base-model: .*empty has no model\.json"),
@@ -53,8 +55,12 @@ def test_wrong_paths_are_one_line_and_exit_2(
     (tmp_path / "empty").mkdir()
     (tmp_path / "user.pt2").write_bytes(b"not checked before the class names are known")
     data, base = str(tiny_features_npz), None
-    if case == "missing data":
+    if case == "missing spec":
+        spec = tmp_path / "nowhere.json"
+    elif case == "missing data":
         data = str(tmp_path / "nowhere.npz")
+    elif case == "data not a dataset":
+        data = str(spec)
     elif case == "data is a folder":
         data = str(tmp_path / "empty")
     else:
@@ -102,10 +108,11 @@ def test_a_pt2_file_with_class_names_is_a_base_model(
                  str(features_program), "--class-names", "0,1,2", "--out", str(out), "--device", "cpu")  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("ssgan: 4 steps,") and lines[1].split() == ["accuracy", "macro", "F1"]
+    assert lines[0].startswith("ssgan: 4 steps;") and lines[1].split() == ["accuracy", "macro", "F1"]
     assert lines[2].split()[0] == "ssgan" and lines[3].split()[0] == "control" and lines[4].startswith("  difference")
-    assert re.match(r"verdict: (the GAN helped|the GAN hurt|no difference within noise) \([+-]\d+\.\d pt accuracy, "
-                    r"noise ±\d+\.\d pt\): use (model|control)\.pt2", lines[5]), lines[5]  # fmt: skip
+    assert re.fullmatch(r"verdict: (the GAN helped|the GAN hurt|no difference within noise) \([+-]\d+\.\d ± \d+\.\d pt "
+                        r"accuracy\): use (model|control)\.pt2", lines[5]), lines[5]  # fmt: skip
+    assert all(len(line) <= 80 for line in lines[:-1]), done.stdout  # the run folder's path aside
     assert lines[-1].startswith(f"run folder: {out}")
     with pytest.raises(json.JSONDecodeError):
         json.loads(done.stdout)
@@ -168,8 +175,8 @@ def test_plain_progress_off_a_terminal() -> None:
         clock.now = step * 0.5  # 2 steps a second
         progress.advance(step, 100, {"loss_d": 1.0 / (step + 1)})
         if step == 50:
-            progress.advance(step, 100, {"accuracy": 0.8125, "macro_f1": 0.75, "control_accuracy": 0.75,
-                                         "delta_accuracy": 0.0625}, evaluation=True)  # fmt: skip
+            progress.evaluation(step, 100, {"accuracy": 0.8125, "macro_f1": 0.75, "control_accuracy": 0.75,
+                                            "delta_accuracy": 0.0625})  # fmt: skip
     progress.advance(100, 100, {})  # artifact updates after the last step: no more lines
     progress.close()
     text = stream.getvalue()
@@ -196,7 +203,7 @@ def test_the_bar_fits_80_columns() -> None:
     progress.advance(0, 1500, metrics)
     clock.now = 25.0
     progress.advance(1150, 1500, metrics)
-    progress.advance(1150, 1500, {"accuracy": 0.873, "macro_f1": 0.87}, evaluation=True)
+    progress.evaluation(1150, 1500, {"accuracy": 0.873, "macro_f1": 0.87})
     progress.close()
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue()).replace("\r", "\n")
     bars = [line for line in screen.splitlines() if "1150/1500" in line]
