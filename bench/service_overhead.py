@@ -2,7 +2,7 @@
 
 Target: the service under 5% slower.
 
-    python bench/service_overhead.py [--steps 300] [--rounds 2] [--record]
+    python bench/service_overhead.py [--steps 300] [--rounds 2] [--store file|s3] [--record]
 
 Data: scikit-learn's bundled digits as 64 features in [0, 1], 10 labels per class, the rest
 unlabeled (one npz file). Spec: ssgan, `steps` steps, batches of 32, seed 0, everything else
@@ -17,11 +17,15 @@ load hits both about equally.
   `celery -A worker.app worker -Q gpu --pool solo` (worker.app.worker_command) running on 127.0.0.1. Its parts, from
   the job row: queued (created -> started) and run (started -> finished: staging, the spawned
   training child, progress writes, artifact upload, output model).
+- `--store s3`: the service's artifact store is `s3://` on a private SeaweedFS (tests/s3_server.py,
+  on the same CPUs), so the job's input, checkpoints, live pictures and outputs go through S3
+  (section "service: overhead (S3 store)").
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -29,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +59,18 @@ def digits_npz() -> bytes:
 
 
 def run_cli(spec_path: Path, data: Path, out: Path, threads: int) -> dict[str, Any]:
-    command = [sys.executable, "-m", "ganft_core", "train", str(spec_path), "--data", str(data), "--out", str(out),
-               "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "ganft_core",
+        "train",
+        str(spec_path),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads, as the worker's child sets
     load = common.load_average()
     start = time.perf_counter()
@@ -103,14 +118,36 @@ def run_service(stack: common.Stack, client: httpx.Client, spec: dict[str, Any],
     }
 
 
+@contextlib.contextmanager
+def s3_store_env() -> Iterator[dict[str, str]]:
+    """A private SeaweedFS for the run; the GANFT_STORE_* variables that point the service at it."""
+    import tempfile
+
+    from store_transfer import SeaweedS3, s3_env
+
+    with tempfile.TemporaryDirectory(prefix="ganft-s3bench-") as folder:
+        server = SeaweedS3(Path(folder))
+        server.start()
+        try:
+            yield s3_env(server, presign=False)
+        finally:
+            server.stop()
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     spec = {
         "method": "ssgan",
         "hyperparameters": {"steps": args.steps, "batch_size": 32, "unlabeled_batch_size": 32},
         "seed": 0,
     }
-    results: dict[str, Any] = {"machine": common.machine().__dict__, "spec": spec, "threads": args.threads, "runs": []}
-    with common.service_stack(GANFT_TORCH_THREADS=str(args.threads)) as stack:
+    results: dict[str, Any] = {
+        "machine": common.machine().__dict__, "spec": spec, "threads": args.threads, "store": args.store, "runs": [],
+    }  # fmt: skip
+    with contextlib.ExitStack() as stacks:
+        env = {"GANFT_TORCH_THREADS": str(args.threads)}
+        if args.store == "s3":
+            env |= stacks.enter_context(s3_store_env())
+        stack = stacks.enter_context(common.service_stack(**env))
         data = stack.data_dir / "digits.npz"
         data.write_bytes(digits_npz())
         spec_path = stack.data_dir / "spec.json"
@@ -164,7 +201,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     pairs = ", ".join(f"{s / c:.3f}" for c, s in zip(cli, service, strict=True))
     return (
         f"`python bench/service_overhead.py {' '.join(args.argv)}` ({m.describe()}). Spec "
-        f"`{json.dumps(results['spec'])}` on digits (64 features, 10 labels per class); CPU training with "
+        f"`{json.dumps(results['spec'])}` on digits (64 features, 10 labels per class); artifact store "
+        f"{results.get('store', 'file')}://; CPU training with "
         f"{results['threads']} torch thread(s) in both paths (GANFT_TORCH_THREADS for the worker's child, "
         "OMP_NUM_THREADS for the CLI).\n\n" + "\n".join(rows) + "\n\n"
         f"Mean wall time: CLI {statistics.mean(cli):.2f} s, service {statistics.mean(service):.2f} s "
@@ -182,13 +220,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
         help="torch CPU threads in both paths (default: half the CPUs, the worker's default)",
     )  # fmt: skip
-    return common.parse_bench_args(parser, section="service: overhead", argv=argv)
+    parser.add_argument("--store", choices=("file", "s3"), default="file", help="the service's artifact store")
+    args = common.parse_bench_args(parser, section="service: overhead", argv=argv)
+    if args.store == "s3" and args.section == "service: overhead":
+        args.section = "service: overhead (S3 store)"
+    return args
 
 
 def main() -> None:
     args = parse_args()
     results = measure(args)
-    common.publish("service_overhead", results, report(results, args), args)
+    name = "service_overhead" if args.store == "file" else "service_overhead_s3"
+    common.publish(name, results, report(results, args), args)
 
 
 if __name__ == "__main__":
