@@ -73,12 +73,7 @@ def _row(job: Job) -> dict[str, Any]:
 
 def _create(api: Client, args: argparse.Namespace) -> int:
     job = api.create_job(job_spec(args), idempotency_key=args.idempotency_key)
-    if args.json:
-        emit_json(job)
-    else:
-        sys.stdout.write(f"{job.id}\n")
-        sys.stderr.write(f"created {job.method} job {job.id} ({job.status}); follow it: ganft jobs watch {job.id}\n")
-    return 0
+    return _made(job, args, f"created {job.method} job {job.id} ({job.status})")
 
 
 def _list(api: Client, args: argparse.Namespace) -> int:
@@ -93,19 +88,32 @@ def _show(api: Client, args: argparse.Namespace) -> int:
     return show_detail(api.get_job(args.id), args)
 
 
+def _made(job: Job, args: argparse.Namespace, said: str) -> int:
+    """A command that made a job: its id on stdout (for `JOB=$(...)`), what happened and how to follow it on
+    stderr (two lines within 80 columns); `--json`: the job."""
+    if args.json:
+        emit_json(job)
+    else:
+        sys.stdout.write(f"{job.id}\n")
+        sys.stderr.write(f"{said}\nfollow it: ganft jobs watch {job.id}\n")
+    return 0
+
+
+def _changed(job: Job, args: argparse.Namespace) -> int:
+    """cancel, pause, resume: the job as it is now (a table row, or `--json` the job)."""
+    return show(job if args.json else _row(job), args, JOB_COLUMNS)
+
+
 def _cancel(api: Client, args: argparse.Namespace) -> int:
-    job = api.cancel_job(args.id)
-    return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
+    return _changed(api.cancel_job(args.id), args)
 
 
 def _pause(api: Client, args: argparse.Namespace) -> int:
-    job = api.pause_job(args.id)
-    return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
+    return _changed(api.pause_job(args.id), args)
 
 
 def _resume(api: Client, args: argparse.Namespace) -> int:
-    job = api.resume_job(args.id)
-    return show(_row(job) if not args.json else job, args, JOB_COLUMNS)
+    return _changed(api.resume_job(args.id), args)
 
 
 def _fork(api: Client, args: argparse.Namespace) -> int:
@@ -117,23 +125,13 @@ def _fork(api: Client, args: argparse.Namespace) -> int:
         fields["metadata"] = parse_pairs(args.metadata, json_values=False)
     hp = parse_pairs(args.hp, json_values=True)
     job = api.fork_job(args.id, args.step, hyperparameters=hp, **fields)
-    if args.json:
-        emit_json(job)
-    else:
-        sys.stdout.write(f"{job.id}\n")
-        sys.stderr.write(f"forked {args.id} at step {args.step} as {job.id}; follow it: ganft jobs watch {job.id}\n")
-    return 0
+    return _made(job, args, f"forked {args.id} at step {args.step} as {job.id}")
 
 
 def _export(api: Client, args: argparse.Namespace) -> int:
     """`jobs export JOB --step N`: prints the export job's id (its output_model_id is the model)."""
     job = api.export_checkpoint(args.id, args.step)
-    if args.json:
-        emit_json(job)
-    else:
-        sys.stdout.write(f"{job.id}\n")
-        sys.stderr.write(f"exporting step {args.step} of {args.id} in job {job.id}: ganft jobs watch {job.id}\n")
-    return 0
+    return _made(job, args, f"exporting step {args.step} of {args.id} in job {job.id}")
 
 
 CHECKPOINT_COLUMNS = ("step", "created_at", "size_bytes", "evaluated_at", "figures", "best")

@@ -35,10 +35,14 @@ def test_datasets_commands(ganft: Ganft, tmp_path: Path) -> None:
 def test_jobs_commands(ganft: Ganft, tmp_path: Path) -> None:
     """create (flags and --spec), list, show, cancel, logs, and watch's exit status for a cancelled job."""
     dataset = ganft.json("datasets", "upload", str(tiny_npz(tmp_path / "d.npz")))["id"]
-    job_id = ganft.ok(
+    created = ganft.run(
         "jobs", "create", "--method", "ssgan", "--dataset", dataset, "--hp", "steps=7", "--hp", "lr_d=0.001",
         "--seed", "3", "--metadata", "team=vision", "--webhook-url", "https://example.com/hook",
-    ).strip()  # fmt: skip
+    )  # fmt: skip
+    job_id = created.stdout.strip()  # only the id on stdout, for JOB=$(ganft jobs create ...)
+    assert created.returncode == 0 and job_id.startswith("job_")
+    assert created.stderr.splitlines() == [f"created ssgan job {job_id} (queued)",
+                                           f"follow it: ganft jobs watch {job_id}"]  # fmt: skip
     job = ganft.json("jobs", "show", job_id)
     assert job["hyperparameters"]["steps"] == 7 and job["hyperparameters"]["lr_d"] == 0.001 and job["seed"] == 3
     assert job["metadata"] == {"team": "vision"} and job["webhook_url"] == "https://example.com/hook"
