@@ -60,7 +60,10 @@ def test_ssgan_curves(tmp_path: Path) -> None:
     assert [t.get_text() for t in accuracy.get_legend().get_texts()] == ["ssgan", "control"]
     assert [t.get_text() for t in losses.get_legend().get_texts()] == ["D", "G", "control"]
     (control_line,) = [line for line in accuracy.get_lines() if line.get_label() == "control"]
-    assert control_line.get_linestyle() == "--"
+    (gan_line,) = [line for line in accuracy.get_lines() if line.get_label() == "ssgan"]
+    assert control_line.get_linestyle() == "--" and control_line.get_zorder() < gan_line.get_zorder()
+    ticks = [t for t in losses.get_xticks() if 50 <= t <= 2000]
+    assert all(t % 50 == 0 for t in ticks), ticks  # round steps (250, 500, ...), not 240, 480
     for ax in (losses, accuracy):
         assert len([t for t in ax.get_xticks() if 50 <= t <= 2000]) >= 4
         assert all(line.get_visible() for line in ax.get_xgridlines())
