@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 RUN_JOB = "ganft.run_job"  # task name, queue and priority: docs/CONTRACTS.md
 QUEUE = "gpu"
-PRIORITY_FIRST = 3  # behind the worker sweep's retries (priority 0), which a worker takes first
+PRIORITY_FIRST = 3  # behind the sweep's retries (0); which job runs is the DB's order (ganft/repo/claims.py)
 
 
 class JobQueue:

@@ -44,8 +44,8 @@ from ganft.settings import Settings, get_settings
 QUEUE = "gpu"
 RUN_JOB = "ganft.run_job"  # the task name the API enqueues (docs/CONTRACTS.md)
 # Message priorities on Redis (kombu keeps one list per priority step and a worker takes from `gpu`,
-# priority 0, before `gpu\x06\x163`): a job's first message goes behind the retries, so a job
-# returned to the queue (its worker was lost or stopped) runs next instead of after the backlog.
+# priority 0, before `gpu\x06\x163`): a retried job's message is heard first. A message is only a
+# doorbell: the worker claims the best eligible queued job by the database's order (ganft/repo/claims.py).
 PRIORITY_FIRST = 3  # the API's message, and the sweep's for a job that never ran
 PRIORITY_RETRY = 0  # the sweep's for a job that ran before (attempt > 0)
 

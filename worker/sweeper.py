@@ -5,9 +5,10 @@
   `worker_lost` once `max_attempts` attempts were lost (ganft/repo/lifecycle.py
   `reap_expired_leases`).
 - Queued jobs never sent to the broker (created while it was down, or just reaped) are sent.
-  A job that ran before (attempt > 0) is sent with `PRIORITY_RETRY`, which a worker takes before
-  the first messages of other jobs (`PRIORITY_FIRST`): the 200-job soak's killed job otherwise
-  waited behind the whole backlog (5 min).
+  A job that ran before (attempt > 0) is sent with `PRIORITY_RETRY`, heard by an idle worker before
+  the first messages of other jobs (`PRIORITY_FIRST`). Which job the woken worker claims is the
+  database's choice, not the message's (ganft/repo/claims.py: priority, then age, so a returned job
+  keeps its place; the 200-job soak's killed job once waited behind the whole backlog, 5 min).
 - Queued jobs sent more than `REDISPATCH_AFTER_LEASES` lease periods ago are sent again only
   when the broker has lost messages: when its queue holds fewer messages than there are queued
   jobs already sent, and then only that many (the shortfall). A long queue of jobs that are

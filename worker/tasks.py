@@ -45,7 +45,9 @@ def run_job(job_id: str) -> str:
             job = claims.claim_next(session, worker_id=new_worker_id(), lease_s=settings.lease_s, doorbell=doorbell)
         if job is None:
             if doorbell is not None:
-                log.info("message for job %s: no queued job is eligible (claimed, ended or over quota)", job_id)
+                log.info(
+                    "message for job %s: no queued job is eligible (taken, ended, over quota): nothing to do", job_id
+                )
             break
         if job.id != job_id and doorbell is not None:
             log.info("message for job %s: claimed %s, the best eligible queued job", job_id, job.id)

@@ -6,8 +6,8 @@ worker that receives one claims the best eligible job, whichever job the message
 duplicate messages and broker restarts cannot change the order. A job handed back to the queue (its
 worker was lost or stopped) keeps its `created_at` and so its place: retries keep their head start.
 
-Postgres: one `SELECT ... FOR UPDATE SKIP LOCKED` per priority level (high, normal, low; each an index
-range scan of `ix_jobs_status_priority_created`), so concurrent workers never wait on each other's
+Postgres: one `SELECT ... ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED` (a
+backward scan of `ix_jobs_status_priority_created`), so concurrent workers never wait on each other's
 candidate. A tenant with a quota is then locked (`FOR NO KEY UPDATE`: job inserts, which take `FOR KEY
 SHARE` on the tenant, are not blocked) and its running jobs counted again, so two workers claiming for
 the same tenant at once cannot both pass its limit.
@@ -28,6 +28,9 @@ from ganft.repo.lifecycle import HELD, ClaimedJob, claimed_snapshot, claimed_val
 
 PRIORITIES: dict[str, int] = {"low": 0, "normal": 1, "high": 2}  # the wire name -> jobs.priority
 PRIORITY_NAMES: dict[int, str] = {v: k for k, v in PRIORITIES.items()}
+# The queue's order; `ix_jobs_status_priority_created` (status, priority, created_at DESC, id DESC) read
+# backwards within `status = 'queued'` gives exactly this, so the first eligible row ends the scan.
+QUEUE_ORDER = (Job.priority.desc(), Job.created_at, Job.id)
 
 
 def tenants_at_quota() -> Select[Any]:
@@ -72,21 +75,17 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float, doorbell: st
 def _claim_postgres(session: Session, *, worker_id: str, lease_s: float) -> tuple[str, bool] | None:
     full: set[str] = set()  # tenants found at their quota under their lock in this claim
     while True:
-        row = None
-        for level in sorted(PRIORITY_NAMES, reverse=True):
-            query = (
-                select(Job.id, Job.tenant_id, Job.dispatched_at, Tenant.max_running_jobs)
-                .join(Tenant, Tenant.id == Job.tenant_id)
-                .where(Job.status == "queued", Job.priority == level, Job.tenant_id.not_in(tenants_at_quota()))
-                .order_by(Job.created_at, Job.id)
-                .limit(1)
-                .with_for_update(of=Job, skip_locked=True)
-            )
-            if full:
-                query = query.where(Job.tenant_id.not_in(full))
-            row = session.execute(query).first()
-            if row is not None:
-                break
+        query = (
+            select(Job.id, Job.tenant_id, Job.dispatched_at, Tenant.max_running_jobs)
+            .join(Tenant, Tenant.id == Job.tenant_id)
+            .where(Job.status == "queued", Job.tenant_id.not_in(tenants_at_quota()))
+            .order_by(*QUEUE_ORDER)
+            .limit(1)
+            .with_for_update(of=Job, skip_locked=True)
+        )
+        if full:
+            query = query.where(Job.tenant_id.not_in(full))
+        row = session.execute(query).first()
         if row is None:
             return None
         job_id, tenant_id, dispatched_at, quota = row
@@ -120,7 +119,7 @@ def _claim_single_statement(session: Session, *, worker_id: str, lease_s: float)
     best = (
         select(queued.id)
         .where(queued.status == "queued", queued.tenant_id.not_in(tenants_at_quota()))
-        .order_by(queued.priority.desc(), queued.created_at, queued.id)
+        .order_by(queued.priority.desc(), queued.created_at, queued.id)  # QUEUE_ORDER, on the alias
         .limit(1)
         .scalar_subquery()
     )

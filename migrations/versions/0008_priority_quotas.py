@@ -23,7 +23,12 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("priority", sa.SmallInteger(), server_default="1", nullable=False))
         batch.create_check_constraint(op.f("ck_jobs_priority"), "priority IN (0, 1, 2)")
-    op.create_index("ix_jobs_status_priority_created", "jobs", ["status", "priority", "created_at"])
+    # The claim order (ganft/repo/claims.py), read backwards: priority DESC, then created_at and id ASC.
+    op.create_index(
+        "ix_jobs_status_priority_created",
+        "jobs",
+        ["status", "priority", sa.text("created_at DESC"), sa.text("id DESC")],
+    )
     with op.batch_alter_table("tenants") as batch:
         batch.add_column(sa.Column("max_running_jobs", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("max_storage_bytes", sa.BigInteger(), nullable=True))
