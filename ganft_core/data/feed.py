@@ -5,7 +5,8 @@ The one place where examples cross from the host to the device. Two paths:
   the device once, in its stored dtype (uint8 images take a quarter of float32's room), and a
   batch is one device-side gather;
 - streamed: the array stays where it is (RAM or a `np.load(mmap_mode="r")` shard), and each
-  batch's rows are gathered on the host (only those pages are read), copied to the device
+  batch's rows are gathered on the host (from a shard: file reads of just those rows, in file
+  order, so the trainer's RSS does not grow with the pages it has read), copied to the device
   (from pinned memory, non-blocking, on CUDA) and converted there. `prefetch(idx)` starts the
   next batch's gather and copy on a background thread while the current step runs.
 
@@ -84,11 +85,14 @@ class Feed:
         self.on_device = self.nbytes <= limit
         self._cuda = self.device.type == "cuda"
         self._whole: torch.Tensor | None = None
+        # A whole `np.load(mmap_mode="r")` shard is read with file reads, never through its map: pages touched
+        # through a map count in the process's RSS (as file pages) for as long as the map lives, so a pass over
+        # a 10 GiB shard would "grow" the trainer by 10 GiB. Page cache serves both alike.
+        self._file = _mapped_file(x)
         if self.on_device:
-            if self._rows is not None:
-                host = np.asarray(x[self._rows])  # a fresh array in RAM
-            elif isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.filename is not None:
-                host = _read_mapped(x)
+            if self._rows is not None or self._file is not None:
+                every = np.arange(self._n, dtype=np.int64)
+                host = self._read_rows(every if self._rows is None else self._rows)  # a fresh array in RAM
             elif isinstance(x, np.memmap) or not x.flags.writeable or not x.flags.c_contiguous:
                 host = np.array(x, order="C")  # into RAM once (torch wants writable memory)
             else:
@@ -158,6 +162,9 @@ class Feed:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
+        file = getattr(self, "_file", None)
+        if file is not None:
+            os.close(file[0])
 
     # ------------------------------------------------------------------ internals
 
@@ -170,11 +177,34 @@ class Feed:
         host = torch.empty(
             (len(rows), *self.example_shape), dtype=_TORCH_DTYPE[self._x.dtype.type], pin_memory=self._cuda
         )
-        # Sorted reads touch each page of a memory-mapped shard once and in file order.
-        order = np.argsort(rows, kind="stable")
-        out = host.numpy()
-        out[order] = self._x[rows[order]]
+        self._read_rows(rows, out=host.numpy())
         return host.to(self.device, non_blocking=True) if self._cuda else host
+
+    def _read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`x[rows]` into `out` (a new array when None): file reads of the sorted rows for a file-backed shard
+        (runs of consecutive rows in one read), else numpy's gather."""
+        if out is None:
+            out = np.empty((len(rows), *self.example_shape), dtype=self._x.dtype)
+        order = np.argsort(rows, kind="stable")  # file order: each page is read once, forwards
+        if self._file is None:
+            out[order] = self._x[rows[order]]
+            return out
+        if not len(rows):
+            return out
+        sorted_rows = rows[order]
+        # Rows land in file order in `staged` (the output itself when `rows` is sorted), then one scatter.
+        in_order = bool(np.all(order == np.arange(len(order))))
+        staged = out if in_order else np.empty_like(out)
+        row_bytes = staged[0].nbytes
+        view = staged.reshape(-1).view(np.uint8).data
+        breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1  # starts of runs of consecutive rows
+        fd, offset = self._file
+        for first, stop in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(sorted_rows)].tolist(), strict=True):
+            _pread_into(fd, view[first * row_bytes : stop * row_bytes],
+                        offset + int(sorted_rows[first]) * row_bytes, getattr(self._x, "filename", ""))  # fmt: skip
+        if not in_order:
+            out[order] = staged
+        return out
 
     def _convert(self, batch: torch.Tensor) -> torch.Tensor:
         out = batch.float().div_(255) if self.scaled else batch.float()
@@ -186,17 +216,28 @@ class Feed:
 _TORCH_DTYPE = {np.uint8: torch.uint8, np.float32: torch.float32}
 
 
-def _read_mapped(x: np.memmap) -> np.ndarray:
-    """A whole memory-mapped array read into RAM with file reads, not through the map: pages touched
-    through a map stay in the process's RSS (as file pages) for as long as the map lives, doubling it."""
-    host = np.empty(x.shape, dtype=x.dtype)
-    view = host.data.cast("B")
-    with open(str(x.filename), "rb") as handle:
-        handle.seek(x.offset)
-        done = 0
-        while done < len(view):
-            got = handle.readinto(view[done : done + (64 << 20)])
-            if not got:
-                raise OSError(f"{x.filename} ends before the mapped array does")
-            done += got
-    return host
+def _mapped_file(x: np.ndarray) -> tuple[int, int] | None:
+    """(a read-only descriptor of the file, the data's offset in it) for a C-ordered array memory-mapped from
+    a whole file (what `np.load(mmap_mode="r")` gives) whose size still matches the array, else None."""
+    if not (isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.filename is not None):
+        return None
+    if not x.flags.c_contiguous:
+        return None
+    try:
+        fd = os.open(str(x.filename), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None  # read through the map instead
+    if os.fstat(fd).st_size < int(x.offset) + x.nbytes:  # not the file that was mapped
+        os.close(fd)
+        return None
+    return fd, int(x.offset)
+
+
+def _pread_into(fd: int, view: memoryview, offset: int, name: object) -> None:
+    """Fill `view` from `fd` at `offset` (Linux returns at most ~2 GiB a call: loop)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done : done + (1 << 30)]], offset + done)
+        if got <= 0:
+            raise OSError(f"{name} ends before the mapped array does")
+        done += got

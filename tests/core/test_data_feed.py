@@ -114,3 +114,31 @@ def test_channels_last_and_refused_dtypes() -> None:
         Feed(np.zeros((3, 2)), CPU)
     with pytest.raises(ValueError, match="one example per row"):
         Feed(np.zeros(3, dtype=np.float32), CPU)
+
+
+def _rss_file_kib() -> int:
+    """The process's resident file-backed pages (mapped files), from /proc."""
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("RssFile:")).split()[1])
+
+
+@pytest.mark.parametrize("rows", [False, True], ids=["all", "subset"])
+def test_streamed_reads_of_a_shard_do_not_stay_in_the_process_rss(tmp_path: Path, rows: bool) -> None:
+    """Rows are read with file reads, not through the map: a pass over a 48 MiB shard leaves RssFile where it was
+    (through the map, every page read would stay resident for the map's lifetime: +48 MiB)."""
+    x = np.random.RandomState(3).randint(0, 256, size=(4096, 3, 64, 64)).astype(np.uint8)  # 48 MiB
+    source = _mapped(tmp_path, x)
+    subset = np.random.RandomState(4).permutation(4096)[:3000] if rows else None
+    feed = Feed(source, CPU, max_device_bytes=0, rows=subset)
+    before = _rss_file_kib()
+    seen = 0
+    for batch in feed.iter_batches(500):
+        seen += len(batch)
+    idx = torch.tensor([4000 if not rows else 2999, 3, 3, 2, 1, 0, 7, 6])  # out of order, repeats, runs
+    got = feed.gather(idx)
+    assert _rss_file_kib() - before < 8 * 1024
+    expected = _expected(x if subset is None else x[subset])
+    assert seen == len(feed) and torch.equal(got, expected[idx])
+    on_device = Feed(source, CPU, rows=subset)  # the whole (subset) read into RAM with file reads too
+    assert on_device.on_device and torch.equal(on_device.gather(idx), expected[idx])
+    assert _rss_file_kib() - before < 8 * 1024
