@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-FORMATS = ("imagefolder", "npz", "csv")
-_EXTENSIONS = {".zip": "imagefolder", ".npz": "npz", ".csv": "csv"}
+FORMATS = ("imagefolder", "npz", "csv", "text")
+_EXTENSIONS = {".zip": "imagefolder", ".npz": "npz", ".csv": "csv", ".jsonl": "text"}  # a text CSV needs format=text
 _UPLOAD_DOC = {
     "requestBody": {
         "required": True,
@@ -83,6 +83,8 @@ async def upload_dataset(
 ) -> DatasetOut:
     """Upload a dataset (multipart `file` + `name`, `format`, or the raw body with `?name=&format=`)."""
     check_declared_length(request, settings.max_upload_bytes)
+    if name is not None and "\x00" in name:  # Postgres text cannot hold it
+        raise invalid("name", "must not contain NUL characters")
     dataset_id = new_id("ds")
     key = datasets.storage_key_for(dataset_id)
     engine = request.app.state.engine
@@ -103,6 +105,8 @@ async def upload_dataset(
         final_name = fields.get("name") or name or upload.filename or dataset_id
         if len(final_name) > 200:
             raise invalid("name", "at most 200 characters")
+        if "\x00" in final_name:
+            raise invalid("name", "must not contain NUL characters")
         stats = await anyio.to_thread.run_sync(
             partial(
                 inspect_dataset,

@@ -201,3 +201,14 @@ def test_oversize_upload_over_a_real_server(make_live_server: Callable[..., str]
     for response in (declared, chunked):
         assert response.status_code == 413
         assert response.json()["status"] == 413
+
+
+def test_a_name_with_nul_is_a_422(client: TestClient, headers: dict[str, str]) -> None:
+    """Postgres text cannot hold NUL: a 422 on `name` (query or multipart), not a 500 (found by the fuzz test)."""
+    params = {"name": "a\x00b", "format": "csv"}
+    query = client.post("/v1/datasets", headers=headers, params=params, content=csv_bytes())
+    multipart = client.post(
+        "/v1/datasets", headers=headers, files={"file": ("d.csv", csv_bytes())}, data={"name": "a\x00b"}
+    )
+    for response in (query, multipart):
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "name", response.text
