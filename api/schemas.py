@@ -15,7 +15,7 @@ from ganft.webhooks import MAX_URL_LENGTH, check_literal_target, check_url
 T = TypeVar("T")
 
 Id = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z]+_[0-9a-f]+$")]
-DatasetFormat = Literal["imagefolder", "npz", "csv"]
+DatasetFormat = Literal["imagefolder", "npz", "csv", "text"]
 Priority = Literal["low", "normal", "high"]  # a free worker takes the highest first, FIFO within one
 JobStatus = Literal["queued", "running", "cancelling", "pausing", "paused", "succeeded", "failed", "cancelled"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -58,6 +58,10 @@ class DatasetStats(BaseModel):
     class_counts: dict[str, int]
     layout: dict[str, str | int]  # {"kind": "image", "channels", "height", "width"} or {"kind": "features", "features"}
     notes: list[str] = []  # what the loader changed (resized, converted to RGB, ...)
+    # text datasets only: token lengths with the built-in tokenizer ({"p50", "p90", "p95", "p99", "max", "mean",
+    # "tokenizer"}) and how many texts are longer than N tokens ({"64": n, "512": n})
+    tokens: dict[str, int | float | str] | None = None
+    over_max_length: dict[str, int] | None = None
 
 
 class DatasetOut(_Out):

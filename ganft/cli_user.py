@@ -236,7 +236,7 @@ def add_commands(commands: Any) -> None:
     upload = sub.add_parser("upload", parents=[common], help="upload a .npz, .csv or imagefolder .zip")
     upload.add_argument("path", type=Path)
     upload.add_argument("--name", default=None)
-    upload.add_argument("--format", choices=("npz", "csv", "imagefolder"), default=None)
+    upload.add_argument("--format", choices=("npz", "csv", "imagefolder", "text"), default=None)
     upload.add_argument("--resumable-above-mib", type=_whole(0), default=RESUMABLE_ABOVE_MIB,
                         help=f"files larger than this (MiB) go up in resumable parts (default {RESUMABLE_ABOVE_MIB})")
     upload.add_argument("--part-mib", type=_whole(1), default=64, help="part size of a resumable upload (MiB)")

@@ -170,8 +170,8 @@ class Client:
         """Upload a dataset file as the raw request body, streamed from disk."""
         path = Path(path)
         params = {"name": name or path.name}
-        if format is None and path.suffix.lower() in (".npz", ".csv", ".zip"):
-            format = {".npz": "npz", ".csv": "csv", ".zip": "imagefolder"}[path.suffix.lower()]
+        if format is None and path.suffix.lower() in (".npz", ".csv", ".zip", ".jsonl"):
+            format = {".npz": "npz", ".csv": "csv", ".zip": "imagefolder", ".jsonl": "text"}[path.suffix.lower()]
         if format is not None:
             params["format"] = format
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}

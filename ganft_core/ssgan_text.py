@@ -62,28 +62,25 @@ CACHE_MAX_BYTES = 4 << 30  # frozen-block outputs are cached when all of them fi
 
 
 class Trunk:
-    """Sentence vectors of a set of texts through `net`, from a cache of the frozen blocks' outputs when there is
-    one (all nets of a run share their frozen blocks, so they share the cache)."""
+    """Sentence vectors of a set of texts through a net whose lowest `frozen` blocks are fixed (eval mode).
 
-    def __init__(self, tokens: Tokens, frozen: int, device: torch.device, cache: torch.Tensor | None = None):
-        self.tokens, self.frozen, self.device, self.cache = tokens, frozen, device, cache
+    The frozen blocks' outputs are computed the first time a text is drawn and kept (a lazy cache, N×W×H on the
+    device when it fits in CACHE_MAX_BYTES): a run draws each text's frozen part once, not once a step, and the
+    nets of a run (GAN, control and their EMAs) share it, since their frozen blocks are the same weights. A
+    cached text was computed in another batch than a later one, so results equal the uncached ones up to
+    float rounding (bit-exact resume holds for freeze_blocks 0).
+    """
 
-    @classmethod
-    def build(cls, net: MiniLMClassifier, tokens: Tokens, frozen: int, device: torch.device) -> Trunk:
-        trunk = cls(tokens, frozen, device)
+    def __init__(self, net: MiniLMClassifier, tokens: Tokens, frozen: int, device: torch.device) -> None:
+        self.tokens, self.frozen, self.device = tokens, frozen, device
         n, width = tokens.ids.shape
-        if frozen == 0 or n * width * net.head.in_features * 4 > CACHE_MAX_BYTES:
-            return trunk
-        was_training = net.training
-        net.eval()
-        parts = []
-        with torch.inference_mode(), run.autocast(device):
-            for start in range(0, n, EVAL_BATCH):
-                ids, mask = (t.to(device) for t in tokens.batch(torch.arange(start, min(n, start + EVAL_BATCH))))
-                parts.append(net.encode(net.embed(ids), mask, 1, frozen).float())
-        net.train(was_training)
-        trunk.cache = torch.cat(parts).clone()  # (a normal tensor: inference tensors cannot enter autograd)
-        return trunk
+        fits = n * width * net.head.in_features * 4 <= CACHE_MAX_BYTES
+        self.cache = torch.zeros(n, width, net.head.in_features, device=device) if frozen and fits else None
+        self.filled = torch.zeros(n, dtype=torch.bool)
+
+    def _frozen_part(self, net: MiniLMClassifier, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return net.encode(net.embed(ids), mask, 1, self.frozen).float()
 
     def sentence(self, net: MiniLMClassifier, index: torch.Tensor) -> torch.Tensor:
         """N×H sentence vectors of the texts at `index` (a CPU int64 tensor)."""
@@ -91,11 +88,16 @@ class Trunk:
         ids, mask = (t.to(self.device, non_blocking=True) for t in self.tokens.batch(index, longest))
         if self.frozen == 0:
             states, start = net.embed(ids), 1
-        elif self.cache is not None:
-            states, start = self.cache[index.to(self.cache.device), :longest].to(self.device), self.frozen
+        elif self.cache is None:
+            states, start = self._frozen_part(net, ids, mask), self.frozen
         else:
-            with torch.no_grad():
-                states, start = net.encode(net.embed(ids), mask, 1, self.frozen), self.frozen
+            todo = torch.unique(index[~self.filled[index]])
+            if len(todo):
+                width = int(self.tokens.lengths[todo].max())
+                t_ids, t_mask = (t.to(self.device) for t in self.tokens.batch(todo, width))
+                self.cache[todo.to(self.device), :width] = self._frozen_part(net, t_ids, t_mask)
+                self.filled[todo] = True
+            states, start = self.cache[index.to(self.device), :longest], self.frozen
         return net.pool(net.encode(states, mask, start), mask)
 
 
@@ -131,7 +133,7 @@ def predict(net: MiniLMClassifier, trunk: Trunk, device: torch.device) -> torch.
     net.eval()
     order = torch.argsort(trunk.tokens.lengths, stable=True)
     out = torch.empty(len(order), dtype=torch.int64)
-    with run.autocast(device):
+    with run.autocast(device):  # (the frozen blocks are eval mode too: net.eval() reaches them)
         for start in range(0, len(order), EVAL_BATCH):
             index = order[start : start + EVAL_BATCH]
             out[index] = net.from_pooled(trunk.sentence(net, index))[1].argmax(dim=1).cpu()
@@ -178,8 +180,8 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
     gen = build_feature_generator(hp.z_dim, net.head.in_features).to(device)
     control = copy.deepcopy(net) if hp.run_control else None
     frozen_c = list(control.blocks())[: hp.freeze_blocks] if control is not None else []
-    trunk_train = Trunk.build(net, tok_train, hp.freeze_blocks, device)
-    trunk_val = Trunk.build(net, tok_val, hp.freeze_blocks, device)
+    trunk_train = Trunk(net, tok_train, hp.freeze_blocks, device)
+    trunk_val = Trunk(net, tok_val, hp.freeze_blocks, device)
     if hp.freeze_blocks:
         notes.append(f"lowest {hp.freeze_blocks} encoder blocks frozen (eval mode)"
                      + (", their outputs cached" if trunk_train.cache is not None else ""))

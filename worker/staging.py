@@ -30,7 +30,7 @@ MODEL_FILES = (
     "discriminator.json",
     "discriminator.safetensors",
 )
-DATASET_SUFFIX = {"npz": ".npz", "csv": ".csv", "imagefolder": ".zip"}
+DATASET_SUFFIX = {"npz": ".npz", "csv": ".csv", "imagefolder": ".zip", "text": ".txt"}
 CONTENT_TYPES = {
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",

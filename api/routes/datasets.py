@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
-FORMATS = ("imagefolder", "npz", "csv")
-_EXTENSIONS = {".zip": "imagefolder", ".npz": "npz", ".csv": "csv"}
+FORMATS = ("imagefolder", "npz", "csv", "text")
+_EXTENSIONS = {".zip": "imagefolder", ".npz": "npz", ".csv": "csv", ".jsonl": "text"}  # a text CSV needs format=text
 _UPLOAD_DOC = {
     "requestBody": {
         "required": True,

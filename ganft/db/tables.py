@@ -96,7 +96,7 @@ class Dataset(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ds"))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
-    format: Mapped[str] = mapped_column(String(20))  # imagefolder | npz | csv
+    format: Mapped[str] = mapped_column(String(20))  # imagefolder | npz | csv | text
     status: Mapped[str] = mapped_column(String(20), default="uploading")
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str | None] = mapped_column(String(64))
