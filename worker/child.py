@@ -69,17 +69,23 @@ def _train(args: ChildArgs, queue: Any, should_abort: Any) -> dict[str, Any]:
     import torch
 
     from ganft_core.config import TrainSpec
-    from ganft_core.data import align_validation, load_dataset
+    from ganft_core.data import align_validation, load_dataset, stored_beside
     from ganft_core.train import ProgressUpdate, train
 
     # An oversubscribed CPU makes torch's spinning worker threads crawl (measured 5-10x slower per
     # step with 2 threads on a busy 2-core host, bench/RESULTS.md): leave room for the API and others.
     torch.set_num_threads(args.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     spec = TrainSpec.model_validate(args.spec)
-    data = load_dataset(Path(args.data), args.data_format)
+    # Each dataset is decoded into its memory-mapped stored form beside the staged file, in the run folder
+    # (as much disk again; removed with the folder): RAM holds the labels, not the examples (issue 10).
+    data_path = Path(args.data)
+    data = load_dataset(data_path, args.data_format, stored=stored_beside(data_path))
     validation = None
     if args.validation is not None:
-        validation = align_validation(data, load_dataset(Path(args.validation), args.validation_format))
+        val_path = Path(args.validation)
+        validation = align_validation(
+            data, load_dataset(val_path, args.validation_format, stored=stored_beside(val_path))
+        )
 
     def report(update: ProgressUpdate) -> None:
         queue.put(("progress", dataclasses.asdict(update)))
