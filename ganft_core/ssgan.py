@@ -135,7 +135,12 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     # stored form (GANFT_FEED_MAX_DEVICE_BYTES).
     train, val = _prepare_data(hp, data, validation, seed)
     image = train.layout.kind == "image"
-    fmt = torch.channels_last if image and device.type == "cuda" else torch.contiguous_format
+    clf = build_classifier(hp, train, base_model)
+    # channels_last: on CUDA (tensor cores), and on CPU for the registry's conv nets, where oneDNN's NHWC
+    # kernels took 0.77x the CPU time of a convnet step at batch 200 (bench/channels_last_cpu.py, RESULTS.md).
+    # A user's exported program keeps the layout it was traced with on CPU.
+    conv = image and not clf.is_program and getattr(clf.net, "architecture", "") != "mlp"
+    fmt = torch.channels_last if image and (device.type == "cuda" or conv) else torch.contiguous_format
     lab_set, val_set = train.subset(train.labeled), val.subset(val.labeled)
     feed_lab, feed_unl, feed_val = (d.feed(device, channels_last=fmt == torch.channels_last)
                                     for d in (lab_set, train, val_set))
@@ -145,7 +150,6 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
                  len(feed_unl), feed_unl.nbytes >> 20, "the stored form" if train.is_mapped else "RAM")
 
     # ---- nets: classifier (= D), generator, control with the same initial weights
-    clf = build_classifier(hp, train, base_model)
     net = clf.net.to(device, memory_format=fmt)  # type: ignore[call-overload]  # (torch's stub lacks it)
     frozen = freeze_lowest_blocks(net, hp.freeze_blocks)
     # Batch norm of a pretrained net (`batch_norm`): batch statistics by default, each of the labeled, unlabeled
