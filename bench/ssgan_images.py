@@ -2,7 +2,7 @@
 
     python bench/ssgan_images.py digits   [--seeds 1 2 3] [--set NAME=VALUE ...] [--record]
     python bench/ssgan_images.py transfer [--seeds 1 2 3] [--record]
-    python bench/ssgan_images.py fashion  [--seeds 1 2 3] [--record]
+    python bench/ssgan_images.py fashion  [--seeds 1 2 3] [--per-class N] [--record]
 
 - digits: scikit-learn's digits as 1×8×8 images in [0, 1], the split of bench/ssgan_digits.py (test 20%
   stratified by `random_state=seed`, 10 labels per class, the whole train split unlabeled). Bar: mean ssgan
@@ -13,6 +13,7 @@
   a plain PyTorch supervised fine-tune of the same net with the same augmentation (`plain_finetune`).
 - fashion: Fashion-MNIST (Debian's dataset-fashion-mnist) from scratch, 100 labels per class, all 60k training
   images unlabeled, the 10k test images as validation. Bar: ssgan >= control + 1.0 on the mean; < 600 s a run.
+  `--per-class 6000` labels all 60k: its control is the fully supervised figure with the same net and budget.
 
     python bench/ssgan_images.py ablation [--seeds 1 2] [--set steps=1000] [--record]
 
@@ -82,7 +83,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_one(task: str, seed: int, overrides: dict[str, Any], base_format: str, work: Path) -> dict[str, Any]:
+def run_one(task: str, seed: int, overrides: dict[str, Any], base_format: str, work: Path,
+            per_class: int = 100) -> dict[str, Any]:
     base = None
     if task == "digits":
         data, val = digits_images(seed)
@@ -90,7 +92,7 @@ def run_one(task: str, seed: int, overrides: dict[str, Any], base_format: str, w
         data, val = transfer_split(seed)
         base = transfer_base(work, base_format)
     else:
-        data, val = fashion_split(seed)
+        data, val = fashion_split(seed, per_class)
     spec = TrainSpec.model_validate({"method": "ssgan", "seed": seed, "hyperparameters": overrides})
     with tempfile.TemporaryDirectory(prefix=f"ssgan-{task}-") as out:
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="hyperparameter overrides")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--base-format", choices=["program", "weights"], default="program")
+    parser.add_argument("--per-class", type=int, default=100, help="fashion: labels per class (6000 = all)")
     args = common.parse_bench_args(parser, section="", argv=argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ssgan-bench-") as work:
         for seed in args.seeds:
-            row = run_one(args.task, seed, overrides, args.base_format, Path(work))
+            row = run_one(args.task, seed, overrides, args.base_format, Path(work), args.per_class)
             rows.append(row)
             extra = f"  plain fine-tune {row['plain']:.4f}" if "plain" in row else ""
             print(f"seed {seed}: ssgan {row['ssgan']:.4f}  control {row['control']:.4f}  "
