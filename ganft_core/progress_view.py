@@ -29,6 +29,8 @@ SHORT_NAMES = {
     "loss_d": "D", "loss_g": "G", "loss_control": "control", "fid": "FID", "kid": "KID", "augment_p": "p",
 }  # fmt: skip
 BAR_FIGURES = (("accuracy", "fid"), ("loss_d",))  # the bar shows the first present of each group
+HEADLINE_FIRST = ("accuracy", "macro_f1", "fid", "kid")  # an evaluation line starts with these, then the rest
+FRACTIONS = {"accuracy", "macro_f1"}  # in [0, 1]: four decimals, so lines after lines keep their columns
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -37,14 +39,19 @@ def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def figure(name: str, value: float) -> str:
-    """`acc 0.8123`: a short name and four significant digits (losses near zero keep theirs)."""
-    return f"{SHORT_NAMES.get(name, name)} {value:.4g}"
+    """`acc 0.8100`, `D 0.0431`: a short name, and four decimals for accuracy and F1, four significant
+    digits for anything else (losses near zero keep theirs)."""
+    shown = f"{value:.4f}" if name.removeprefix("control_") in FRACTIONS else f"{value:.4g}"
+    return f"{SHORT_NAMES.get(name, name)} {shown}"
 
 
 def figures_text(metrics: Mapping[str, Any]) -> str:
-    """`acc 0.8123 F1 0.8011 | control acc 0.7702 F1 0.7650 | +4.2 pt`: the control's figures after the
-    GAN's and the accuracy difference last (an evaluation line fits 80 columns)."""
+    """`acc 0.8123 F1 0.8011 | control acc 0.7702 F1 0.7650 | +4.2 pt`, `FID 105.3 KID 1.16 p 0.16`: the
+    headline figures first, the control's after the GAN's and the accuracy difference last (an evaluation
+    line fits 80 columns)."""
     shown = scalars(metrics)
+    first = [k for k in HEADLINE_FIRST if k in shown]
+    shown = {k: shown[k] for k in [*first, *(k for k in shown if k not in first)]}
     ours = {k: v for k, v in shown.items() if not k.startswith(("control_", "delta_"))}
     control = {k.removeprefix("control_"): v for k, v in shown.items() if k.startswith("control_")}
     parts = [" ".join(figure(k, v) for k, v in ours.items())]
@@ -153,7 +160,7 @@ class Progress:
                 "figures": " ".join(s for s in shown if s)}  # fmt: skip
 
     def plain_line(self) -> str:
-        """`step 1150/1500 (77%) 45.3 step/s eta 0:00:07 acc 0.873 D 0.0431`."""
+        """`step 1150/1500 (77%) 45.3 step/s eta 0:00:07 acc 0.8730 D 0.0431`."""
         f = self._fields()
         share = f" ({self.step / self.total:.0%})" if self.total else ""
         parts = (f"step {self.step}/{self.total or '?'}{share}", f["rate"], f"eta {f['eta']}", f["figures"])

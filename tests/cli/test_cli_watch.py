@@ -104,9 +104,9 @@ def test_plain_progress_lines_off_a_terminal(ganft: Ganft, engine: Engine, tmp_p
         "status: queued",
         "status: running",
         "step 2/10 (20%) 2.5 step/s eta 0:00:03 D 1.5",
-        "eval 5/10: acc 0.5 F1 0.4 | control acc 0.45 F1 0.4 | +5.0 pt",
-        "step 5/10 (50%) 2.5 step/s eta 0:00:02 acc 0.5 D 0.9",
-        "step 10/10 (100%) 2.5 step/s eta 0:00:00 acc 0.5 D 0.05",
+        "eval 5/10: acc 0.5000 F1 0.4000 | control acc 0.4500 F1 0.4000 | +5.0 pt",
+        "step 5/10 (50%) 2.5 step/s eta 0:00:02 acc 0.5000 D 0.9",
+        "step 10/10 (100%) 2.5 step/s eta 0:00:00 acc 0.5000 D 0.05",
         "status: succeeded",
     ], done.stderr
     assert done.stdout.startswith(f"{job_id} succeeded: ssgan")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ganft_core.cli import main
-from ganft_core.progress_view import Progress
+from ganft_core.progress_view import Progress, figures_text
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"steps": 4, "batch_size": 8, "unlabeled_batch_size": 8, "eval_every": 2, "log_every": 2,
@@ -157,6 +157,14 @@ def test_bad_sidecar_and_class_names_are_clear(tmp_path: Path, tiny_features_npz
 # ---------------------------------------------------------------- progress
 
 
+def test_evaluation_figures_headline_first() -> None:
+    """The score first (FID/KID before adapt's p), accuracy and F1 with four decimals, the control after."""
+    assert figures_text({"augment_p": 0.16, "ada_rt": 0.6875, "fid": 105.3, "kid": 1.16}) == (
+        "FID 105.3 KID 1.16 p 0.16 ada_rt 0.6875")
+    assert figures_text({"control_accuracy": 0.9278, "delta_accuracy": -0.028, "accuracy": 0.9, "macro_f1": 0.8984,
+                         "loss_d": float("nan")}) == "acc 0.9000 F1 0.8984 | control acc 0.9278 | -2.8 pt"  # fmt: skip
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -186,7 +194,7 @@ def test_plain_progress_off_a_terminal() -> None:
         "step 0/100 (0%) eta -:--:-- D 1",
         "step 20/100 (20%) 2.0 step/s eta 0:00:40 D 0.04762",
         "step 40/100 (40%) 2.0 step/s eta 0:00:30 D 0.02439",
-        "eval 50/100: acc 0.8125 F1 0.75 | control acc 0.75 | +6.2 pt",
+        "eval 50/100: acc 0.8125 F1 0.7500 | control acc 0.7500 | +6.2 pt",
         "step 60/100 (60%) 2.0 step/s eta 0:00:20 acc 0.8125 D 0.01639",
         "step 80/100 (80%) 2.0 step/s eta 0:00:10 acc 0.8125 D 0.01235",
         "step 100/100 (100%) 2.0 step/s eta 0:00:00 acc 0.8125 D 0.009901",
@@ -209,6 +217,6 @@ def test_the_bar_fits_80_columns() -> None:
     bars = [line for line in screen.splitlines() if "1150/1500" in line]
     assert bars, screen
     bar = bars[-1]
-    assert len(bar) <= 80 and "46.0 step/s" in bar and "eta 0:00:08" in bar and "acc 0.873 D 0.0431" in bar
+    assert len(bar) <= 80 and "46.0 step/s" in bar and "eta 0:00:08" in bar and "acc 0.8730 D 0.0431" in bar
     assert "lr_d" not in bar and "G " not in bar
-    assert "eval 1150/1500: acc 0.873 F1 0.87" in screen.split(bar)[0]  # printed above the bar
+    assert "eval 1150/1500: acc 0.8730 F1 0.8700" in screen.split(bar)[0]  # printed above the bar
