@@ -1,5 +1,6 @@
 // A job's artifacts: the table (sizes, sha256, download buttons) and the pictures among them
-// (the latest sample grid and the trainer's curves.png). Both are fetched with the key:
+// (the latest sample grid; the trainer's curves.png, in a card of its own at its own width so that its
+// ticks and legends stay readable). Both are fetched with the key:
 // fetch -> Blob -> object URL, since `<img src>` and plain links cannot send a header.
 
 import { downloadFile, getBlob, jobPath } from "./api.js";
@@ -21,17 +22,17 @@ export class ArtifactPanel {
     this.wanted = new Map(); // name -> the sha256 last asked for (a slower, older fetch must not win)
     this.table = h("div", { class: "table-wrap" });
     this.pictures = h("div", { class: "pictures" }, h("p", { class: "muted" }, "No sample grid yet."));
+    this.curves = h("div", { class: "pictures curves-png" },
+      h("p", { class: "muted" }, "The trainer draws curves.png at its first evaluation."));
     signal.addEventListener("abort", () => this.images.forEach(({ url }) => URL.revokeObjectURL(url)), { once: true });
   }
 
   update(artifacts) {
     this.drawTable(artifacts);
-    const shown = [
-      [sampleArtifact(artifacts), "Latest sample grid", "samples-img"],
-      [artifacts.find((a) => a.name === "curves.png"), "Curves drawn by the trainer", "curves-img"],
-    ].filter(([artifact]) => artifact);
-    if (!shown.length) return;
-    this.pictures.replaceChildren(...shown.map(([artifact, caption, id]) => this.picture(artifact, caption, id)));
+    const samples = sampleArtifact(artifacts);
+    if (samples) this.pictures.replaceChildren(this.picture(samples, "Latest sample grid", "samples-img"));
+    const curves = artifacts.find((a) => a.name === "curves.png");
+    if (curves) this.curves.replaceChildren(this.picture(curves, "Drawn by the trainer at its last evaluation", "curves-img"));
   }
 
   drawTable(artifacts) {

@@ -91,12 +91,6 @@ export function fmtNumber(value) {
   return value.toFixed(abs >= 100 ? 1 : 4).replace(/\.?0+$/, "") || "0";
 }
 
-/** A signed difference, "+0.0312" / "−0.0100". */
-export function fmtDelta(value) {
-  if (value === null || value === undefined || !Number.isFinite(value)) return "–";
-  return `${value > 0 ? "+" : value < 0 ? "−" : "±"}${fmtNumber(Math.abs(value))}`;
-}
-
 export function statusBadge(status) {
   return h("span", { class: `badge status-${status}` }, status);
 }

@@ -1,7 +1,7 @@
 // A job's figures: the result table (ssgan against its supervised control, or adapt's FID/KID),
 // the latest values while it runs, its hyperparameters and its details.
 
-import { fmtDelta, fmtDuration, fmtNumber, fmtTime, h } from "./dom.js";
+import { fmtDuration, fmtNumber, fmtTime, h } from "./dom.js";
 
 const CLASSIFIER_ROWS = [
   ["accuracy", "Accuracy"],
@@ -19,14 +19,41 @@ function table(head, rows, attrs = {}) {
   );
 }
 
-function deltaCell(delta) {
-  const tone = delta > 0 ? "up" : delta < 0 ? "down" : "flat";
-  return h("td", { class: `num delta ${tone}` }, fmtDelta(delta));
+/** A difference of two fractions in percentage points, "+4.17 pt" / "−0.83 pt" (as `ganft jobs watch`). */
+function fmtPoints(delta, digits = 2) {
+  if (delta === null || delta === undefined || !Number.isFinite(delta)) return "–";
+  const points = Math.abs(delta * 100).toFixed(digits);
+  return `${delta > 0 && Number(points) ? "+" : delta < 0 && Number(points) ? "−" : "±"}${points} pt`;
 }
 
-function verdict(delta) {
+/** Accuracy, F1, precision, recall: four decimals, so the column lines up ("0.9160", not "0.916"). */
+const fmtFraction = (value) => (Number.isFinite(value) ? value.toFixed(4) : "–");
+
+function deltaCell(delta) {
+  const tone = delta > 0 ? "up" : delta < 0 ? "down" : "flat";
+  return h("td", { class: `num delta ${tone}` }, fmtPoints(delta));
+}
+
+const OUTCOMES = {
+  helped: ["up", "The GAN helped"],
+  hurt: ["down", "The GAN hurt"],
+  no_difference: ["flat", "No difference within noise"],
+};
+
+/** The job's verdict (metrics.json `verdict`: outcome, difference, noise margin, the model to use); for a
+ * result from before verdicts, the accuracy difference alone. */
+function verdict(result, delta) {
+  const v = result.verdict;
+  if (v && OUTCOMES[v.outcome]) {
+    const [tone, said] = OUTCOMES[v.outcome];
+    const noise = Number.isFinite(v.margin) ? ` ± ${(v.margin * 100).toFixed(1)}` : "";
+    const use = v.use === "control" ? "control.pt2, the supervised control" : "model.pt2, the GAN's classifier";
+    return h("p", { class: `verdict ${tone}` },
+      `${said}: ${fmtPoints(v.delta, 1).replace(/^±| pt$/g, "")}${noise} ${v.metric || "accuracy"} points against the `,
+      `supervised control. Use ${use}.`);
+  }
   if (delta === null || delta === undefined) return null;
-  const points = `${fmtDelta(delta * 100).replace(/(\.\d)\d*/, "$1")} accuracy points`;
+  const points = `${fmtPoints(delta, 1).replace(" pt", "")} accuracy points`;
   if (delta > 0) return h("p", { class: "verdict up" }, `The GAN helped: ${points} over the supervised control.`);
   if (delta < 0) return h("p", { class: "verdict down" }, `The GAN did not help: ${points} against the supervised control.`);
   return h("p", { class: "verdict flat" }, "The GAN made no difference to accuracy against the supervised control.");
@@ -39,13 +66,13 @@ function ssganResult(result) {
     const delta = control && key in control ? ours[key] - control[key] : null;
     return h("tr", {},
       h("th", { scope: "row" }, label),
-      h("td", { class: "num" }, fmtNumber(ours[key])),
-      h("td", { class: "num" }, control ? fmtNumber(control[key]) : "–"),
+      h("td", { class: "num" }, fmtFraction(ours[key])),
+      h("td", { class: "num" }, control ? fmtFraction(control[key]) : "–"),
       deltaCell(delta),
     );
   });
   const parts = [
-    verdict(result.delta_accuracy ?? (control ? ours.accuracy - control.accuracy : null)),
+    verdict(result, result.delta_accuracy ?? (control ? ours.accuracy - control.accuracy : null)),
     table(["", "ssgan", "control", "Δ"], rows, { class: "result", id: "result-table" }),
   ];
   if (Array.isArray(ours.per_class) && ours.per_class.length) {

@@ -4,6 +4,7 @@ a tiny ssgan run on scikit-learn's bundled 8×8 digits, followed in headless Chr
 from __future__ import annotations
 
 import io
+import re
 
 import httpx
 import numpy as np
@@ -71,6 +72,11 @@ def test_dashboard_follows_a_real_worker(browser: Browser, stack: Stack) -> None
     result = page.inner_text("#result-table")
     assert "Accuracy" in result and "Macro F1" in result
     assert page.locator("td.delta").count() == 4  # ssgan against its supervised control
+    assert re.search(r"(The GAN helped|The GAN hurt|No difference within noise): [+−]?\d+\.\d ± \d+\.\d accuracy "
+                     r"points against the supervised control\. Use (model|control)\.pt2", page.inner_text("#results"))
+    curves_card = page.eval_on_selector("#curves-img", "i => i.closest('section').querySelector('h2').textContent")
+    assert curves_card == "Training curves"  # curves.png in a card of its own, at up to its own width
+    assert page.eval_on_selector("#curves-img", "i => i.naturalWidth") == 1000  # two 500 px panels
     assert page.locator("#charts svg path.series").count() >= 4  # losses, accuracy, control accuracy ...
     statuses = page.eval_on_selector_all(
         "#event-log li.event-status .text", "ls => ls.map(l => l.textContent.split(' ')[1])"
