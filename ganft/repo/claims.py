@@ -47,6 +47,26 @@ def tenants_at_quota() -> Select[Any]:
     return select(tenant.id).where(tenant.max_running_jobs.is_not(None), tenant.max_running_jobs <= running)
 
 
+# Built once (aliases and subqueries cost more to build than the query takes to run; SQLAlchemy caches
+# a statement object's compiled form): the Postgres pick, and SQLite's best job as a scalar subquery.
+_PICK = (
+    select(Job.id, Job.tenant_id, Job.dispatched_at, Tenant.max_running_jobs)
+    .join(Tenant, Tenant.id == Job.tenant_id)
+    .where(Job.status == "queued", Job.tenant_id.not_in(tenants_at_quota()))
+    .order_by(*QUEUE_ORDER)
+    .limit(1)
+    .with_for_update(of=Job, skip_locked=True)
+)
+_queued = aliased(Job)
+_BEST = (
+    select(_queued.id)
+    .where(_queued.status == "queued", _queued.tenant_id.not_in(tenants_at_quota()))
+    .order_by(_queued.priority.desc(), _queued.created_at, _queued.id)  # QUEUE_ORDER, on the alias
+    .limit(1)
+    .scalar_subquery()
+)
+
+
 def claim_next(session: Session, *, worker_id: str, lease_s: float, doorbell: str | None = None) -> ClaimedJob | None:
     """Claim the best eligible queued job for `worker_id` (see the module docstring); None when none is.
 
@@ -75,16 +95,7 @@ def claim_next(session: Session, *, worker_id: str, lease_s: float, doorbell: st
 def _claim_postgres(session: Session, *, worker_id: str, lease_s: float) -> tuple[str, bool] | None:
     full: set[str] = set()  # tenants found at their quota under their lock in this claim
     while True:
-        query = (
-            select(Job.id, Job.tenant_id, Job.dispatched_at, Tenant.max_running_jobs)
-            .join(Tenant, Tenant.id == Job.tenant_id)
-            .where(Job.status == "queued", Job.tenant_id.not_in(tenants_at_quota()))
-            .order_by(*QUEUE_ORDER)
-            .limit(1)
-            .with_for_update(of=Job, skip_locked=True)
-        )
-        if full:
-            query = query.where(Job.tenant_id.not_in(full))
+        query = _PICK.where(Job.tenant_id.not_in(full)) if full else _PICK
         row = session.execute(query).first()
         if row is None:
             return None
@@ -115,17 +126,9 @@ def _below_quota(session: Session, *, tenant_id: str) -> bool:
 
 
 def _claim_single_statement(session: Session, *, worker_id: str, lease_s: float) -> tuple[str, bool] | None:
-    queued = aliased(Job)
-    best = (
-        select(queued.id)
-        .where(queued.status == "queued", queued.tenant_id.not_in(tenants_at_quota()))
-        .order_by(queued.priority.desc(), queued.created_at, queued.id)  # QUEUE_ORDER, on the alias
-        .limit(1)
-        .scalar_subquery()
-    )
     row = session.execute(
         update(Job)
-        .where(Job.id == best, Job.status == "queued")
+        .where(Job.id == _BEST, Job.status == "queued")
         .values(**claimed_values(worker_id, lease_s))
         .returning(Job.id, Job.dispatched_at)
         .execution_options(synchronize_session=False)
