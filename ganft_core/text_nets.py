@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -218,7 +218,3 @@ def export_text_program(net: nn.Module, input_ids: torch.Tensor, attention_mask:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return program
-
-
-def args_fields() -> list[str]:
-    return [f.name for f in fields(MiniLMArgs)]
