@@ -209,7 +209,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         + "\n\n"
         f"Postgres p50, priority claim / today's claim: {ratio:.2f}x in the client, {server_ratio:.2f}x in the "
         f"server. Target p50 < {TARGET_P50_MS:.0f} ms (client wall time): "
-        f"{p50:.1f} ms -> {'met' if p50 < TARGET_P50_MS else 'missed'}.\n"
+        f"{p50:.1f} ms -> {'met' if p50 < TARGET_P50_MS else 'missed'} (today's claim on the same rows and "
+        f"machine: {pg['claim_job']['p50']:.1f} ms; the client's CPU time per claim: "
+        f"{pg['claim_next_cpu']['p50']:.1f} ms against {pg['claim_job_cpu']['p50']:.1f} ms).\n"
     )
 
 
