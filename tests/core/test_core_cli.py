@@ -107,6 +107,7 @@ def test_a_pt2_file_with_class_names_is_a_base_model(
     done = _core("train", str(_spec(tmp_path)), "--data", str(tiny_features_npz), "--base-model",
                  str(features_program), "--class-names", "0,1,2", "--out", str(out), "--device", "cpu")  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert not re.search(r"\b(DEBUG|INFO) [\w.]+: ", done.stderr), done.stderr  # no log lines by default (-v)
     lines = done.stdout.splitlines()
     assert lines[0].startswith("ssgan: 4 steps;") and lines[1].split() == ["accuracy", "macro", "F1"]
     assert lines[2].split()[0] == "ssgan" and lines[3].split()[0] == "control" and lines[4].startswith("  difference")
