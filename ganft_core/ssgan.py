@@ -161,6 +161,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     control = copy.deepcopy(net) if hp.run_control else None
     frozen_control = list(control.blocks())[: hp.freeze_blocks] if control is not None else []
     lr_d, lr_g = resolved_lr(hp, clf)
+    w_unsup = hp.resolved_unsupervised_weight(image=image and not feature_space)
     # Discriminative learning rates: a pretrained backbone moves slower than its head; a replaced head
     # first trains alone for `head_warmup_steps` (backbone lr 0), so random head gradients do not wreck it.
     backbone_scale = 1.0 if clf.from_scratch else hp.backbone_lr_scale
@@ -225,7 +226,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         progress(ProgressUpdate("log", step, total, {}, message=f"resumed from checkpoint at step {step}"))
     else:
         resolved = {"method": "ssgan", "seed": seed, "hyperparameters": hp.model_dump(),
-                    "resolved": {"lr_d": lr_d, "lr_g": lr_g, "device": str(device),
+                    "resolved": {"lr_d": lr_d, "lr_g": lr_g, "unsupervised_weight": w_unsup, "device": str(device),
                                  "classifier": getattr(net, "architecture", "program"),
                                  "generator": getattr(gen, "architecture", None),
                                  "backbone_lr_scale": backbone_scale, "head_warmup_steps": warmup,
@@ -341,7 +342,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         logits_lab, logits_unl = real.float().split([b_lab, b_unl])
         loss_sup = F.cross_entropy(logits_lab, yl)
         loss_unsup = unsupervised_d_loss(logits_unl, logits_fake.float())
-        loss_d = loss_sup + hp.unsupervised_weight * loss_unsup
+        loss_d = loss_sup + w_unsup * loss_unsup
         losses = {}
         if logits_weak is not None:
             loss_pl = pseudo_label_loss(logits_weak, logits_unl, hp.pseudo_label_threshold)

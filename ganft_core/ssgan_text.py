@@ -289,7 +289,7 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
         logits_lab, logits_unl = logits_real[:b_lab].float(), logits_real[b_lab:].float()
         loss_sup = F.cross_entropy(logits_lab, yl)
         loss_unsup = unsupervised_d_loss(logits_unl, logits_fake.float())
-        loss_d = loss_sup + hp.unsupervised_weight * loss_unsup
+        loss_d = loss_sup + hp.resolved_unsupervised_weight(image=False) * loss_unsup
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         if t.grad_clip > 0:

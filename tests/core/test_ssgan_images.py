@@ -337,3 +337,16 @@ def test_convnet_from_scratch_is_narrow_above_16_px_and_says_so() -> None:
     assert [s[0].out_channels for s in small.net.stages] == [32, 64, 128] and not small.notes
     chosen = build_classifier(SsganHyperparameters(architecture_arguments={"widths": [8, 8]}), _images(20), None)
     assert [s[0].out_channels for s in chosen.net.stages] == [8, 8] and not chosen.notes  # the user's choice wins
+
+
+def test_unsupervised_weight_default_depends_on_the_data() -> None:
+    """null picks 0.3 on images and 1.0 on feature vectors/text; an explicit value wins on both."""
+    from ganft_core.config import UNSUPERVISED_WEIGHT_IMAGES, SsganHyperparameters
+
+    default = SsganHyperparameters()
+    assert default.unsupervised_weight is None
+    assert default.resolved_unsupervised_weight(image=True) == UNSUPERVISED_WEIGHT_IMAGES == 0.3
+    assert default.resolved_unsupervised_weight(image=False) == 1.0
+    explicit = SsganHyperparameters(unsupervised_weight=0.0)
+    assert explicit.resolved_unsupervised_weight(image=True) == 0.0
+    assert explicit.resolved_unsupervised_weight(image=False) == 0.0
