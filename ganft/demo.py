@@ -110,7 +110,7 @@ def run_job(api: Client, *, seed: int, steps: int | None, workdir: Path) -> int:
     for line in summary:
         say(line)
     shown = f"{reported:.4f}" if reported is not None else "n/a"
-    say("checked: the downloaded model.pt2 (sha256 verified) loads with plain torch.export.load")
+    say("checked: model.pt2 (sha256 verified) loads with plain torch.export.load")
     say(f"         and scores {accuracy:.4f} on the {len(test['y'])} held-out digits (metrics.json: {shown})")
     say(f"files in {workdir}")
     return 0
