@@ -50,6 +50,7 @@ def all_succeeded(engine: Engine, job_ids: list[str]) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # 20 training children (spawn + torch import each): ~10 min on 2 loaded cores
 def test_two_workers_take_20_jobs_of_3_tenants_by_priority_then_fifo(
     engine: Engine, store: Store, start_worker: WorkerProcess.Factory
 ) -> None:
@@ -61,7 +62,7 @@ def test_two_workers_take_20_jobs_of_3_tenants_by_priority_then_fifo(
     assert expected != job_ids  # the plan mixes priorities, so FIFO alone would fail this test
     workers = [start_worker("w1"), start_worker("w2")]
     logs = lambda: "\n".join(w.logs() for w in workers)  # noqa: E731
-    wait_for(lambda: all_succeeded(engine, job_ids), timeout=600, what="the 20 jobs", logs=logs)
+    wait_for(lambda: all_succeeded(engine, job_ids), timeout=1400, what="the 20 jobs", logs=logs)
     started = start_order(engine)
     assert sorted(started) == sorted(job_ids)
     # Two workers claim concurrently, so two neighbours may write their `running` events either way round;
