@@ -142,7 +142,8 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="demo-", dir=data_dir))
-    stack = EmbeddedStack(settings, port=free_port(), logs=settings.data_dir.resolve() / "logs")
-    sys.stderr.write(f"starting the embedded stack in {data_dir} (logs in {stack.logs.name}/)\n")
+    logs = data_dir / "logs"
+    stack = EmbeddedStack(settings, port=free_port(), logs=logs)
+    sys.stderr.write(f"starting the embedded stack in {data_dir} (logs in {logs.name}/)\n")
     with stack, Client(stack.url, stack.key, timeout=120.0) as api:
         return run_job(api, seed=seed, steps=steps, workdir=workdir)
