@@ -14,12 +14,13 @@ from sqlalchemy.orm import Session
 
 from api import forks
 from api.deps import JobDep, QueueDep, ReaderDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from api.queue import JobQueue
 from api.problems import Problem, from_validation_error, invalid, not_found
 from api.routes import checkpoints as checkpoint_routes
 from api.routes import webhooks as webhook_routes
 from api.schemas import FromCheckpoint, JobCreate, JobOut, JobStatus, ListOf
-from ganft.db.tables import Job
-from ganft.repo import checkpoints, datasets, jobs, models, webhooks
+from ganft.db.tables import Job, utcnow
+from ganft.repo import checkpoints, datasets, jobs, lifecycle, models, webhooks
 from ganft.repo.claims import PRIORITIES
 from ganft.repo.keys import Principal
 from ganft.repo.pages import InvalidCursor
@@ -127,6 +128,7 @@ def create_job(
         job.webhook_url = webhook_url  # fixed now: a later change of the tenant default leaves this job alone
         if fork is not None:
             forks.copy_checkpoint(session, store, fork=fork, job=job)
+        job.dispatched_at = utcnow()  # marked sent in this commit, before the send: see _ring
         session.commit()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
@@ -135,9 +137,7 @@ def create_job(
         if existing is None:
             raise
         return _replay(response, existing, parsed)
-    if queue.send_run_job(job.id):
-        jobs.mark_dispatched(session, job_id=job.id)
-        session.commit()
+    _ring(session, queue, job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.of(job)
 
@@ -244,11 +244,25 @@ def resume_job(job: JobDep, session: SessionDep, queue: QueueDep) -> JobOut:
     except InvalidTransition as exc:
         hint = "; resume it once it is paused" if exc.current == "pausing" else ""
         raise Problem(409, f"job {job.id!r} is {exc.current}; it cannot be resumed{hint}") from None
+    if requeued:
+        jobs.mark_dispatched(session, job_id=job.id)  # in the resume's commit, before the send: see _ring
     session.commit()
-    if requeued and queue.send_run_job(job.id):  # else the dispatch sweep sends it
-        jobs.mark_dispatched(session, job_id=job.id)
-        session.commit()
+    if requeued:
+        _ring(session, queue, job.id)
     return JobOut.of(updated)
+
+
+def _ring(session: Session, queue: JobQueue, job_id: str) -> None:
+    """Send the broker message of a queued job already marked sent (`dispatched_at`, committed).
+
+    Marked first, never after the send: a worker woken at once claims with `SKIP LOCKED`, and an
+    update of the row still open after the send made it pass the job by, which then looked sent and
+    waited minutes for the stale re-send (CI, bench/dispatch.py). A failed send is undone, so the
+    dispatch sweep sends it; a crash between the commit and the send leaves it to the sweep's
+    lost-message re-send."""
+    if not queue.send_run_job(job_id):
+        lifecycle.undo_dispatch(session, job_ids=[job_id])
+        session.commit()
 
 
 @router.post("/{job_id}/checkpoints/{step}/export", status_code=202, response_model=JobOut)

@@ -54,6 +54,32 @@ def test_create_resolves_defaults_and_enqueues(
     assert json.loads(base64.b64decode(message["body"]))[0] == [job["id"]]  # args
 
 
+def test_a_job_is_marked_sent_and_unlocked_before_its_message_goes(
+    client: TestClient, headers: dict[str, str], seed: Seed, engine: Engine, monkeypatch: Any
+) -> None:
+    """At the moment the message is published the job row already says `dispatched_at` (committed) and
+    no transaction holds it: a worker woken at once claims with SKIP LOCKED, and a row still locked by
+    the API's own update made it pass the job by, which then waited minutes as if sent (CI, dispatch
+    bench). Tried: POST /v1/jobs and resume, each send checked from another connection with NOWAIT."""
+    from api.queue import JobQueue
+
+    seen: list[tuple[str, bool]] = []
+    send = JobQueue.send_run_job
+
+    def checked_send(self: JobQueue, job_id: str) -> bool:
+        with session_scope(engine) as session:  # raises (LockNotAvailable) if the row is locked
+            row = session.execute(select(Job.dispatched_at).where(Job.id == job_id).with_for_update(nowait=True))
+            seen.append((job_id, row.scalar_one() is not None))
+        return send(self, job_id)
+
+    monkeypatch.setattr(JobQueue, "send_run_job", checked_send)
+    response = client.post("/v1/jobs", headers=headers, json={"method": "adapt", "dataset_id": seed.dataset()})
+    assert response.status_code == 201, response.text
+    paused = seed.job(status="paused")
+    assert client.post(f"/v1/jobs/{paused}/resume", headers=headers).status_code == 200
+    assert seen == [(response.json()["id"], True), (paused, True)]
+
+
 def test_broker_down_still_creates_the_job(
     make_client: Callable[..., TestClient], headers: dict[str, str], seed: Seed, engine: Engine
 ) -> None:
