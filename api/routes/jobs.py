@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from api import forks
 from api.deps import JobDep, QueueDep, ReaderDep, SessionDep, SettingsDep, StoreDep, TenantDep
-from api.queue import JobQueue
 from api.problems import Problem, from_validation_error, invalid, not_found
+from api.queue import JobQueue
 from api.routes import checkpoints as checkpoint_routes
 from api.routes import webhooks as webhook_routes
 from api.schemas import FromCheckpoint, JobCreate, JobOut, JobStatus, ListOf
