@@ -20,7 +20,10 @@ from ganft.repo.lifecycle import ArtifactRecord, ClaimedJob, OutputModel, Stored
 from ganft.store import COPY_CHUNK_BYTES, Store
 from worker.child import ChildArgs
 
-# Files a model folder may hold (ganft/repo/models.py, docs/CONTRACTS.md "base_model").
+# Files a model folder may hold (ganft/repo/models.py, docs/CONTRACTS.md "base_model"). A text model
+# (GAN-BERT's `minilm`) is used with the tokenizer it was trained with, kept beside its weights: the names
+# are ganft_core.text_nets.TOKENIZER_FILES, listed here so that this process never imports torch.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 MODEL_FILES = (
     "model.json",
     "model.safetensors",
@@ -29,6 +32,7 @@ MODEL_FILES = (
     "generator.safetensors",
     "discriminator.json",
     "discriminator.safetensors",
+    *TOKENIZER_FILES,
 )
 DATASET_SUFFIX = {"npz": ".npz", "csv": ".csv", "imagefolder": ".zip", "text": ".txt"}
 CONTENT_TYPES = {
@@ -38,6 +42,7 @@ CONTENT_TYPES = {
     ".safetensors": "application/octet-stream",
     ".pt2": "application/zip",  # a torch.export archive is a zip file
     ".pt": "application/octet-stream",
+    ".txt": "text/plain; charset=utf-8",  # a text model's vocab.txt
 }
 
 
