@@ -28,7 +28,7 @@ from ganft_core.errors import ModelError, SpecError
 from ganft_core.models import registry
 from ganft_core.models.export import export_program
 from ganft_core.models.io import fit_head, load_model, meta_for, save_model
-from ganft_core.models.layers import data_normalization
+from ganft_core.models.layers import batched_normalization
 from ganft_core.models.program import ProgramClassifier, load_user_program
 from ganft_core.run import iter_trainable as run_iter_trainable
 from ganft_core.run import write_json
@@ -81,8 +81,11 @@ def _architecture_args(name: str, train: Dataset, overrides: dict[str, Any]) -> 
         args["small_input"] = max(layout.height, layout.width) <= 64
     args["num_classes"] = len(train.classes)
     if "mean" in known and "mean" not in overrides:
-        # Normalisation lives inside the model (exported classifiers take raw inputs).
-        args.update(data_normalization(torch.from_numpy(normalization_sample(train).x)))
+        # Normalisation lives inside the model (exported classifiers take raw inputs). Read in batches: the
+        # whole sample in float64 was 2.4 GB at 64×64×3 (bench/RESULTS.md, "core: datasets at scale").
+        sample = normalization_sample(train)
+        rows = max(1, NORMALIZATION_BATCH_VALUES // math.prod(layout.shape()))
+        args.update(batched_normalization(sample.batches(rows)))
     args.update(SCRATCH_ARGUMENTS.get(name, {}))
     if name == "convnet" and layout.kind == "image" and max(layout.height, layout.width) > NARROW_CONVNET_ABOVE_PX:
         args["widths"] = list(NARROW_CONVNET_WIDTHS)
@@ -91,6 +94,7 @@ def _architecture_args(name: str, train: Dataset, overrides: dict[str, Any]) -> 
 
 
 NORMALIZATION_SAMPLE = 10_000  # examples the input mean/std are computed from (all, up to this many)
+NORMALIZATION_BATCH_VALUES = 1 << 21  # values read (float32) and summed (float64) at a time: 8 + 16 MiB
 
 
 def normalization_sample(train: Dataset) -> Dataset:

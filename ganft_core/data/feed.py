@@ -19,7 +19,6 @@ division, which the in-memory loader used); float32 data is returned as is.
 
 from __future__ import annotations
 
-import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -27,6 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from ganft_core.data.rows import RowReader
 
 # The stored bytes a Feed moves to the device whole when the caller gives no threshold. On CUDA
 # also at most a quarter of the device's memory: the nets, activations and optimiser need the rest.
@@ -87,10 +88,10 @@ class Feed:
         self._whole: torch.Tensor | None = None
         # A whole `np.load(mmap_mode="r")` shard is read with file reads, never through its map: pages touched
         # through a map count in the process's RSS (as file pages) for as long as the map lives, so a pass over
-        # a 10 GiB shard would "grow" the trainer by 10 GiB. Page cache serves both alike.
-        self._file = _mapped_file(x)
+        # a 10 GiB shard would "grow" the trainer by 10 GiB. Page cache serves both alike (data/rows.py).
+        self._reader = RowReader(x)
         if self.on_device:
-            if self._rows is not None or self._file is not None:
+            if self._rows is not None or self._reader.file_backed:
                 every = np.arange(self._n, dtype=np.int64)
                 host = self._read_rows(every if self._rows is None else self._rows)  # a fresh array in RAM
             elif isinstance(x, np.memmap) or not x.flags.writeable or not x.flags.c_contiguous:
@@ -162,9 +163,6 @@ class Feed:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
-        file = getattr(self, "_file", None)
-        if file is not None:
-            os.close(file[0])
 
     # ------------------------------------------------------------------ internals
 
@@ -181,30 +179,8 @@ class Feed:
         return host.to(self.device, non_blocking=True) if self._cuda else host
 
     def _read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """`x[rows]` into `out` (a new array when None): file reads of the sorted rows for a file-backed shard
-        (runs of consecutive rows in one read), else numpy's gather."""
-        if out is None:
-            out = np.empty((len(rows), *self.example_shape), dtype=self._x.dtype)
-        order = np.argsort(rows, kind="stable")  # file order: each page is read once, forwards
-        if self._file is None:
-            out[order] = self._x[rows[order]]
-            return out
-        if not len(rows):
-            return out
-        sorted_rows = rows[order]
-        # Rows land in file order in `staged` (the output itself when `rows` is sorted), then one scatter.
-        in_order = bool(np.all(order == np.arange(len(order))))
-        staged = out if in_order else np.empty_like(out)
-        row_bytes = staged[0].nbytes
-        view = staged.reshape(-1).view(np.uint8).data
-        breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1  # starts of runs of consecutive rows
-        fd, offset = self._file
-        for first, stop in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(sorted_rows)].tolist(), strict=True):
-            _pread_into(fd, view[first * row_bytes : stop * row_bytes],
-                        offset + int(sorted_rows[first]) * row_bytes, getattr(self._x, "filename", ""))  # fmt: skip
-        if not in_order:
-            out[order] = staged
-        return out
+        """`x[rows]` into `out` (a new array when None): file reads of a file-backed shard, else numpy's gather."""
+        return self._reader.read(rows, out)
 
     def _convert(self, batch: torch.Tensor) -> torch.Tensor:
         out = batch.float().div_(255) if self.scaled else batch.float()
@@ -214,30 +190,3 @@ class Feed:
 
 
 _TORCH_DTYPE = {np.uint8: torch.uint8, np.float32: torch.float32}
-
-
-def _mapped_file(x: np.ndarray) -> tuple[int, int] | None:
-    """(a read-only descriptor of the file, the data's offset in it) for a C-ordered array memory-mapped from
-    a whole file (what `np.load(mmap_mode="r")` gives) whose size still matches the array, else None."""
-    if not (isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.filename is not None):
-        return None
-    if not x.flags.c_contiguous:
-        return None
-    try:
-        fd = os.open(str(x.filename), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None  # read through the map instead
-    if os.fstat(fd).st_size < int(x.offset) + x.nbytes:  # not the file that was mapped
-        os.close(fd)
-        return None
-    return fd, int(x.offset)
-
-
-def _pread_into(fd: int, view: memoryview, offset: int, name: object) -> None:
-    """Fill `view` from `fd` at `offset` (Linux returns at most ~2 GiB a call: loop)."""
-    done = 0
-    while done < len(view):
-        got = os.preadv(fd, [view[done : done + (1 << 30)]], offset + done)
-        if got <= 0:
-            raise OSError(f"{name} ends before the mapped array does")
-        done += got

@@ -8,6 +8,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from ganft_core.data.rows import RowReader
 from ganft_core.errors import DatasetError
 
 UNLABELED = -1  # the label of an example without a class
@@ -167,9 +168,20 @@ class Dataset:
             for start in range(0, len(self), size):
                 yield self._x[start : start + size]
             return
-        for start in range(0, len(self), size):
-            part = slice(start, start + size)
-            yield self._float(np.asarray(self.source[part] if self.rows is None else self.source[self.rows[part]]))
+        # A memory-mapped shard is read with file reads (RowReader), not through the map, so a pass over a
+        # stored dataset leaves the process's RSS where it was; an array in RAM is sliced or gathered.
+        reader = RowReader(self.source)
+        try:
+            for start in range(0, len(self), size):
+                part = slice(start, start + size)
+                if reader.file_backed:
+                    rows = np.arange(start, min(start + size, len(self))) if self.rows is None else self.rows[part]
+                    values = reader.read(rows)
+                else:
+                    values = np.asarray(self.source[part] if self.rows is None else self.source[self.rows[part]])
+                yield self._float(values)
+        finally:
+            reader.close()
 
     def _float(self, values: np.ndarray) -> np.ndarray:
         out = values.astype(np.float32)

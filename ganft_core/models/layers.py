@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrizations
@@ -36,17 +37,55 @@ def normalization_buffers(
     return out[0], out[1]
 
 
-def data_normalization(x: torch.Tensor) -> dict[str, list[float]]:
+def data_normalization(x: torch.Tensor | np.ndarray) -> dict[str, list[float]]:
     """Per-channel (N×C×H×W) or per-feature (N×F) mean and std of a batch of training inputs.
 
     The trainer passes the result as a classifier's `mean`/`std` arguments; a zero std (a constant
-    channel or feature) becomes 1 so that normalising never divides by zero.
+    channel or feature) becomes 1 so that normalising never divides by zero. `x` is read a few
+    thousand rows at a time (`batched_normalization`).
     """
-    dims = (0, 2, 3) if x.dim() == 4 else (0,)
-    x = x.double()
-    mean = x.mean(dim=dims)
-    std = x.std(dim=dims, unbiased=False)
-    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    values = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    step = max(1, _BATCH_VALUES // max(1, values[0].size if len(values) else 1))
+    return batched_normalization(values[start : start + step] for start in range(0, len(values), step))
+
+
+_BATCH_VALUES = 1 << 21  # values converted to float64 at a time by `data_normalization` (16 MiB)
+
+
+def batched_normalization(batches: Iterable[np.ndarray]) -> dict[str, list[float]]:
+    """`data_normalization` of the examples that `batches` yields (N×C×H×W or N×F arrays, a few at a time).
+
+    Memory is one batch in float64, never the dataset: each batch's mean and sum of squared deviations
+    (float64, per channel or feature) are merged into the running ones with Chan, Golub and LeVeque's
+    pairwise update (1979; "parallel algorithm" in Welford's family), which does not cancel as the
+    textbook E[x²] - E[x]² would on raw features far from 0. The result is the whole-array float64
+    mean and population std up to float rounding.
+    """
+    count, mean, m2 = 0, np.zeros(0), np.zeros(0)
+    for part in batches:
+        if not len(part):
+            continue
+        values = np.array(part, dtype=np.float64)  # a copy: squared deviations are computed in place
+        axes = (0, 2, 3) if values.ndim == 4 else (0,)
+        n = values.size // values.shape[1]  # values per channel or feature in this batch
+        part_mean = values.mean(axis=axes, keepdims=True)
+        np.subtract(values, part_mean, out=values)
+        np.square(values, out=values)
+        part_m2 = values.sum(axis=axes).reshape(-1)
+        part_mean = part_mean.reshape(-1)
+        del part, values  # before the next batch is read: one batch in memory, not two
+        if count == 0:
+            count, mean, m2 = n, part_mean, part_m2
+            continue
+        total = count + n
+        delta = part_mean - mean
+        mean = mean + delta * (n / total)
+        m2 = m2 + part_m2 + delta**2 * (count * n / total)
+        count = total
+    if count == 0:
+        raise ValueError("no examples to compute a normalisation from")
+    std = np.sqrt(m2 / count)
+    std = np.where(std > 1e-8, std, 1.0)
     return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
