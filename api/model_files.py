@@ -22,6 +22,7 @@ from api.problems import invalid
 
 MAX_HEADER_BYTES = 100 * 1024**2  # the safetensors reference implementation's own limit
 MAX_PROGRAM_ENTRIES = 100_000
+MAX_TOKENIZER_BYTES = 64 * 1024**2  # BERT WordPiece: 0.7 MB; large multilingual vocabularies: ~20 MB
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
     "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -153,6 +154,20 @@ def _relative(name: str, first: str, field: str) -> str:
     if not name.startswith(root + "/"):
         raise invalid(field, "a torch.export archive has a single root folder")
     return name[len(root) + 1 :]
+
+
+def check_tokenizer(path: Path, *, field: str = "tokenizer") -> None:
+    """A Hugging Face `tokenizers` file (tokenizer.json: a JSON object with a `model`), else a 422 on `field`.
+
+    The worker loads it with `tokenizers` and checks its vocabulary against the encoder's."""
+    if path.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise invalid(field, f"tokenizer.json is over {MAX_TOKENIZER_BYTES} bytes")
+    try:
+        value = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise invalid(field, "not a tokenizer.json (not UTF-8 JSON); send the file `tokenizers` saves") from None
+    if not isinstance(value, dict) or not isinstance(value.get("model"), dict):
+        raise invalid(field, "not a tokenizer.json (no `model` object); send the file `tokenizers` saves")
 
 
 def parse_config(text: str | None, *, field: str = "config") -> dict[str, Any]:

@@ -108,11 +108,12 @@ class UploadOut(BaseModel):
 class InputLayout(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["image", "features"]
+    kind: Literal["image", "features", "text"]  # text: a BERT-family model, uploaded with its `tokenizer`
     channels: Annotated[int, Field(ge=1, le=4)] | None = None
     height: Annotated[int, Field(ge=1, le=4096)] | None = None
     width: Annotated[int, Field(ge=1, le=4096)] | None = None
     features: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_length: Annotated[int, Field(ge=4, le=512)] | None = None  # text: tokens per text it was trained on
 
 
 class NetConfig(BaseModel):
@@ -129,12 +130,14 @@ class ModelConfig(NetConfig):
     """The `config` part of a model upload.
 
     weights uploads: the main network (`role` classifier or generator) and, for a pretrained
-    GAN, the `discriminator` network whose weights come in the `discriminator` file part.
+    GAN, the `discriminator` network whose weights come in the `discriminator` file part; or a
+    sentence encoder for text jobs (`role` encoder, architecture `minilm`, input_layout text, no
+    head and no class names) with its `tokenizer` file part.
     program uploads: only `class_names` (and optionally `input_layout`) are read.
     """
 
     architecture: Annotated[str, Field(min_length=1, max_length=100)] = ""
-    role: Literal["classifier", "generator"] = "classifier"
+    role: Literal["classifier", "generator", "encoder"] = "classifier"
     class_names: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=100_000)] = []
     input_layout: InputLayout | None = None
     discriminator: NetConfig | None = None  # a GAN's D (role generator only)

@@ -179,7 +179,12 @@ MODEL_COLUMNS = ("id", "name", "kind", "role", "size_bytes", "created_at")
 def _models_upload(api: Client, args: argparse.Namespace) -> int:
     config = json.loads(Path(args.config).read_text()) if args.config else {}
     model = api.upload_model(
-        config, weights=args.weights, discriminator=args.discriminator, program=args.program, name=args.name
+        config,
+        weights=args.weights,
+        discriminator=args.discriminator,
+        program=args.program,
+        tokenizer=args.tokenizer,
+        name=args.name,
     )
     return show(model, args, MODEL_COLUMNS)
 
@@ -258,6 +263,7 @@ def add_commands(commands: Any) -> None:
     files.add_argument("--weights", type=Path, help="safetensors file")
     files.add_argument("--program", type=Path, help="torch.export .pt2 classifier")
     upload.add_argument("--discriminator", type=Path, default=None, help="a GAN's D weights (safetensors)")
+    upload.add_argument("--tokenizer", type=Path, default=None, help="a text model's tokenizer.json")
     upload.add_argument("--name", default=None)
     upload.set_defaults(run=with_client(_models_upload))
     listing = sub.add_parser("list", parents=[common], help="your models, newest first")

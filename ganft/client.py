@@ -260,12 +260,13 @@ class Client:
         weights: str | os.PathLike[str] | None = None,
         discriminator: str | os.PathLike[str] | None = None,
         program: str | os.PathLike[str] | None = None,
+        tokenizer: str | os.PathLike[str] | None = None,
         name: str | None = None,
     ) -> Model:
-        """Upload safetensors `weights` (+ a GAN's `discriminator`) or a `.pt2` `program` with its config."""
-        parts = {
-            k: Path(v) for k, v in (("weights", weights), ("discriminator", discriminator), ("program", program)) if v
-        }
+        """Upload safetensors `weights` (+ a GAN's `discriminator`, or a text model's `tokenizer`.json) or a
+        `.pt2` `program` with its config."""
+        named = (("weights", weights), ("discriminator", discriminator), ("program", program), ("tokenizer", tokenizer))
+        parts = {k: Path(v) for k, v in named if v}
         if not parts:
             raise ValueError("give weights or program")
         data = {"config": json.dumps(config)} | ({"name": name} if name else {})

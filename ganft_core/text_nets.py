@@ -7,7 +7,11 @@ Kept apart from `ssgan_text.py` so that the loop there reads top to bottom. The 
   (what the tests use: 2 layers, 32 wide);
 - a model folder from an earlier job (model.json `minilm` + model.safetensors + tokenizer.json);
 - a user's BERT-family encoder: a Hugging Face `config.json` (model_type bert) + `model.safetensors` +
-  `tokenizer.json`, validated like any weights (safetensors only, names and shapes checked, finite).
+  `tokenizer.json`, validated like any weights (safetensors only, names and shapes checked, finite);
+- the same encoder uploaded through `POST /v1/models`: model.json `{"architecture": "minilm", "role":
+  "encoder", "arguments": MiniLMArgs}` (the API writes it; the defaults are all-MiniLM-L6-v2's shapes) +
+  `model.safetensors` (the encoder's weights under Hugging Face names) + `tokenizer.json`. It has no head:
+  the head is new, for the dataset's classes.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ def build_text_classifier(hp: SsganHyperparameters, train: TextDataset, base_mod
         load_encoder_weights(net, folder / "model.safetensors")
         return TextClassifier(net, folder, ["encoder: all-MiniLM-L6-v2 (built-in), mean pooling"])
     folder = Path(base_model)
+    if (folder / "model.json").is_file() and _role(folder / "model.json") == "encoder":
+        return _uploaded_encoder(hp, folder, k)
     if (folder / "model.json").is_file():
         loaded, meta = load_model(folder)
         if meta.architecture != "minilm":
@@ -70,7 +76,7 @@ def build_text_classifier(hp: SsganHyperparameters, train: TextDataset, base_mod
                              field="base_model_id")
         net = cast(MiniLMClassifier, loaded)
         note = fit_head(net, meta.class_names or [str(i) for i in range(net.head.out_features)], train.classes)
-        return TextClassifier(net, _tokenizer_dir(folder), [note] if note else [])
+        return TextClassifier(net, _tokenizer_dir(folder, net), [note] if note else [])
     hf = folder / "config.json"
     if not hf.is_file():
         raise ModelError("a text base model needs model.json (a ganft model) or config.json (a BERT encoder)",
@@ -85,12 +91,44 @@ def build_text_classifier(hp: SsganHyperparameters, train: TextDataset, base_mod
                          "(model_type bert) are supported", field="config")
     net = cast(MiniLMClassifier, registry.build("minilm", {**args, **hp.architecture_arguments, "num_classes": k}))
     load_encoder_weights(net, folder / "model.safetensors")
-    return TextClassifier(net, _tokenizer_dir(folder), ["encoder: the uploaded BERT encoder, mean pooling"])
+    return TextClassifier(net, _tokenizer_dir(folder, net), ["encoder: the uploaded BERT encoder, mean pooling"])
 
 
-def _tokenizer_dir(folder: Path) -> Path:
+def _role(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("role")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise ModelError("model.json is not a JSON object", field="base_model_id") from None
+
+
+def _uploaded_encoder(hp: SsganHyperparameters, folder: Path, k: int) -> TextClassifier:
+    """An encoder uploaded as a model (role `encoder`): shapes from model.json, weights into the encoder only."""
+    meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    if meta.get("architecture") != "minilm":
+        raise ModelError(f"an encoder model must be a 'minilm' (a BERT-family encoder), not "
+                         f"{meta.get('architecture')!r}", field="base_model_id")
+    arguments = meta.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise ModelError("model.json: arguments must be an object", field="base_model_id")
+    net = cast(MiniLMClassifier, registry.build("minilm", {**arguments, **hp.architecture_arguments, "num_classes": k}))
+    load_encoder_weights(net, folder / "model.safetensors")
+    return TextClassifier(net, _tokenizer_dir(folder, net), ["encoder: the uploaded BERT encoder, mean pooling"])
+
+
+def _tokenizer_dir(folder: Path, net: MiniLMClassifier | None = None) -> Path:
+    """`folder` when its tokenizer.json loads and (given `net`) makes no id past the encoder's vocabulary."""
     if not (folder / "tokenizer.json").is_file():
         raise ModelError("a text model needs its tokenizer.json beside it", field="base_model_id")
+    if net is not None:
+        from tokenizers import Tokenizer
+
+        try:
+            size = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+        except Exception as e:  # tokenizers raises its own Exception types for a malformed file
+            raise ModelError(f"tokenizer.json is not a tokenizers file: {e}", field="tokenizer") from None
+        if size > minilm_args(net).vocab_size:
+            raise ModelError(f"tokenizer.json has {size} tokens but the encoder embeds {minilm_args(net).vocab_size}",
+                             field="tokenizer")
     return folder
 
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 # Which uploaded/produced model roles each method can start from.
-BASE_ROLES = {"ssgan": ("classifier",), "adapt": ("gan", "generator")}
+BASE_ROLES = {"ssgan": ("classifier", "encoder"), "adapt": ("gan", "generator")}
 
 
 class ParsedJob:
@@ -156,12 +156,13 @@ def _check_references(session: Session, tenant: Principal, spec: JobCreate) -> N
     The rows stay share-locked until commit, so a concurrent delete cannot slip in between.
     """
     assert spec.method is not None
+    formats: dict[str, str] = {}
     for field, dataset_id in (("dataset_id", spec.dataset_id), ("validation_dataset_id", spec.validation_dataset_id)):
-        if (
-            dataset_id is not None
-            and datasets.get(session, tenant_id=tenant.tenant_id, dataset_id=dataset_id, lock="share") is None
-        ):
-            raise invalid(field, f"dataset {dataset_id!r} not found")
+        if dataset_id is not None:
+            dataset = datasets.get(session, tenant_id=tenant.tenant_id, dataset_id=dataset_id, lock="share")
+            if dataset is None:
+                raise invalid(field, f"dataset {dataset_id!r} not found")
+            formats[field] = dataset.format
     if spec.base_model_id is not None:
         model = models.get(session, tenant_id=tenant.tenant_id, model_id=spec.base_model_id, lock=True)
         if model is None:
@@ -172,6 +173,8 @@ def _check_references(session: Session, tenant: Principal, spec: JobCreate) -> N
                 "base_model_id",
                 f"{spec.method} starts from a {' or '.join(allowed)} model; {model.id!r} is a {model.role}",
             )
+        if model.role == "encoder" and formats.get("dataset_id", "text") != "text":
+            raise invalid("base_model_id", f"{model.id!r} is a text encoder; dataset {spec.dataset_id!r} is not text")
     if spec.evaluator_model_id is not None:
         if spec.method != "adapt":
             raise invalid("evaluator_model_id", "only adapt jobs use an evaluator (for FID/KID)")

@@ -1,8 +1,9 @@
 """`/v1/models`: upload a pretrained model (safetensors + config, or a torch.export program), read, download, delete.
 
 The store folder `models/{id}/` is laid out as a trainer's `base_model` folder
-(docs/CONTRACTS.md): `model.safetensors` + `model.json` (+ `discriminator.*` for a GAN),
-or `model.pt2` + `model.json` (`{"format": "program", "class_names": [...]}`).
+(docs/CONTRACTS.md): `model.safetensors` + `model.json` (+ `discriminator.*` for a GAN,
++ `tokenizer.json` for a text model), or `model.pt2` + `model.json` (`{"format": "program",
+"class_names": [...]}`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ModelDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from api.downloads import stored_file_response
-from api.model_files import check_program, check_safetensors, parse_config
+from api.model_files import check_program, check_safetensors, check_tokenizer, parse_config
 from api.problems import Problem, from_validation_error, invalid, not_found
 from api.quota import upload_limit
 from api.schemas import ListOf, ModelConfig, ModelOut
@@ -47,6 +48,7 @@ _UPLOAD_DOC = {
                         "weights": {"type": "string", "format": "binary", "description": "safetensors"},
                         "discriminator": {"type": "string", "format": "binary", "description": "a GAN's D"},
                         "program": {"type": "string", "format": "binary", "description": "torch.export .pt2"},
+                        "tokenizer": {"type": "string", "format": "binary", "description": "tokenizer.json (text)"},
                         "config": {"type": "string", "description": "JSON: architecture, arguments, class_names"},
                         "name": {"type": "string"},
                     },
@@ -77,6 +79,7 @@ async def upload_model(request: Request, tenant: TenantDep, settings: SettingsDe
                 "weights": f"{prefix}/model.safetensors",
                 "discriminator": f"{prefix}/discriminator.safetensors",
                 "program": f"{prefix}/model.pt2",
+                "tokenizer": f"{prefix}/tokenizer.json",
             },
             text_fields=frozenset({"config", "name"}),
             max_bytes=limit,
@@ -97,9 +100,14 @@ def _register(request: Request, received: Received, tenant_id: str, model_id: st
     except ValidationError as exc:
         raise from_validation_error(exc, prefix="config") from None
     prefix = models.storage_prefix_for(model_id)
+    text = config.role == "encoder" or (config.input_layout is not None and config.input_layout.kind == "text")
+    if text != ("tokenizer" in files):
+        raise invalid("tokenizer", "a text model (input_layout text) comes with its tokenizer.json, no other does")
     if "program" in files:
         if "weights" in files or "discriminator" in files:
             raise invalid("program", "send either a program or weights, not both")
+        if text:
+            raise invalid("program", "a text model is uploaded as weights (safetensors) with its tokenizer")
         check_program(store.local_path(files["program"].key))
         if not config.class_names:
             raise invalid("config.class_names", "required for a program: the classifier's class names in order")
@@ -109,6 +117,8 @@ def _register(request: Request, received: Received, tenant_id: str, model_id: st
         kind, main = "weights", files["weights"]
         role, meta = _weights_meta(config, has_discriminator="discriminator" in files)
         check_safetensors(store.local_path(main.key), field="weights")
+        if text:
+            check_tokenizer(store.local_path(files["tokenizer"].key))
         if "discriminator" in files:
             check_safetensors(store.local_path(files["discriminator"].key), field="discriminator")
             store.put_bytes(f"{prefix}/discriminator.json", _json(meta.pop("discriminator")))
@@ -139,6 +149,8 @@ def _weights_meta(config: ModelConfig, *, has_discriminator: bool) -> tuple[str,
         raise invalid("config.input_layout", "required: the data layout the model reads or makes")
     if config.role == "classifier" and not config.class_names:
         raise invalid("config.class_names", "required for a classifier: its class names in order")
+    if config.role == "encoder" and (config.input_layout.kind != "text" or config.class_names):
+        raise invalid("config.role", "an encoder reads texts (input_layout text) and has no head, so no class_names")
     if has_discriminator != (config.discriminator is not None):
         raise invalid("discriminator", "a GAN needs both the `discriminator` file and config.discriminator")
     if config.discriminator is not None and config.role != "generator":

@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -23,7 +23,7 @@ from ganft_core.errors import Aborted, ModelError, SpecError
 from ganft_core.models.io import load_model
 from ganft_core.run import load_checkpoint
 from ganft_core.text_nets import Tokens, build_text_classifier
-from ganft_core.train import train
+from ganft_core.train import RunResult, train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -49,6 +49,11 @@ def tiny_spec(**overrides: Any) -> TrainSpec:
     return TrainSpec.model_validate({"method": "ssgan", "seed": 3, "hyperparameters": hp})
 
 
+def train_text(spec: TrainSpec, data: TextDataset, out: Path, **kw: Any) -> RunResult:
+    """`train` on a text dataset (its `data: Dataset` annotation predates TextDataset, which it dispatches on)."""
+    return train(spec, cast(Any, data), out, **kw)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> TextDataset:
     ds = load_dataset(reviews(tmp_path_factory.mktemp("text") / "reviews.jsonl"))
@@ -60,7 +65,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> TextDataset:
 def tiny_run(data: TextDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     out = tmp_path_factory.mktemp("run")
     updates: list[Any] = []
-    result = train(tiny_spec(), data, out, progress=updates.append, device="cpu")
+    result = train_text(tiny_spec(), data, out, progress=updates.append, device="cpu")
     return out, result
 
 
@@ -123,9 +128,9 @@ def test_resume_equals_the_uninterrupted_run(tiny_run: tuple[Path, Any], data: T
         return calls["n"] == 3  # polled before steps 0, 1, 2
 
     with pytest.raises(Aborted, match="stopped at step 2"):
-        train(tiny_spec(), data, tmp_path, should_abort=abort_at_step_2, device="cpu")
+        train_text(tiny_spec(), data, tmp_path, should_abort=abort_at_step_2, device="cpu")
     assert not (tmp_path / "model.safetensors").exists()
-    train(tiny_spec(), data, tmp_path, device="cpu")
+    train_text(tiny_spec(), data, tmp_path, device="cpu")
     straight, resumed = (load_checkpoint(p / "checkpoints" / "ckpt-00000004.pt") for p in (out, tmp_path))
     for net in ("classifier", "generator", "control"):
         for key, value in straight[net].items():
@@ -162,13 +167,42 @@ def test_a_users_bert_encoder_is_loaded_and_checked(data: TextDataset, tmp_path:
         build_text_classifier(SsganHyperparameters(), data, tmp_path)
 
 
+def test_an_uploaded_encoder_is_loaded_and_checked(data: TextDataset, tmp_path: Path) -> None:
+    """The folder POST /v1/models writes for role `encoder`: model.json (MiniLMArgs), HF-named weights, tokenizer."""
+    from transformers import BertConfig, BertModel
+
+    encoder = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+                        add_pooling_layer=False)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    meta = {"architecture": "minilm", "role": "encoder", "arguments": TINY, "class_names": [],
+            "input_layout": {"kind": "text"}}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    (tmp_path / "tokenizer.json").write_bytes((builtin_encoder_dir() / "tokenizer.json").read_bytes())
+    clf = build_text_classifier(SsganHyperparameters(), data, tmp_path)
+    mine = clf.net.encoder.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in encoder.state_dict().items() if k in mine)
+    assert clf.net.head.out_features == 2 and clf.tokenizer_dir == tmp_path
+    assert "uploaded BERT encoder" in clf.notes[0]
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "arguments": {**TINY, "vocab_size": 1000}}))
+    with pytest.raises(ModelError, match="does not fit the encoder"):  # the weights' vocabulary is 30522
+        build_text_classifier(SsganHyperparameters(), data, tmp_path)
+    small = BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64), add_pooling_layer=False)
+    save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ModelError, match="tokenizer.json has 30522 tokens"):  # ids past the embedding table
+        build_text_classifier(SsganHyperparameters(), data, tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "arguments": {"bogus": 1}}))
+    with pytest.raises(ModelError, match="unknown argument 'bogus'"):
+        build_text_classifier(SsganHyperparameters(), data, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [({"architecture": "resnet18"}, "architecture"), ({"early_stopping": {"patience": 2}}, "early_stopping")],
 )
 def test_spec_errors(data: TextDataset, tmp_path: Path, overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as e:
-        train(tiny_spec(**overrides), data, tmp_path, device="cpu")
+        train_text(tiny_spec(**overrides), data, tmp_path, device="cpu")
     assert field in (e.value.field or "")
 
 
@@ -184,6 +218,6 @@ def test_real_encoder_smoke(data: TextDataset, tmp_path: Path) -> None:
     assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.2
     spec = TrainSpec.model_validate({"method": "ssgan", "seed": 1, "hyperparameters": {
         "steps": 2, "batch_size": 4, "unlabeled_batch_size": 4, "freeze_blocks": 6, "ema_decay": 0.0}})
-    result = train(spec, data, tmp_path, device="cpu")
+    result = train_text(spec, data, tmp_path, device="cpu")
     assert "model.pt2" in result.artifacts
     assert any("cached" in n for n in result.metrics["notes"])

@@ -150,3 +150,49 @@ def test_text_job_through_the_service(stack: Stack, tmp_path: Path) -> None:
             api.download_artifact(second["id"], name, again / name)
         assert json.loads((again / "model.json").read_text())["arguments"]["layers"] == 2  # the base's shapes
         assert predict(again, ["a great fun film"]).shape == (1, 2)
+
+
+def test_text_job_from_an_uploaded_encoder(stack: Stack, tmp_path: Path) -> None:
+    """A user's BERT-family encoder (safetensors under Hugging Face names + tokenizer.json) uploaded as a model
+    of role `encoder`; a text job fine-tunes it with a new head, and the output keeps its shapes and tokenizer."""
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertModel
+
+    from ganft_core.data.text import builtin_encoder_dir
+
+    torch.manual_seed(0)
+    shapes = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    encoder = BertModel(shapes, add_pooling_layer=False)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp_path / "encoder.safetensors"))
+    write_reviews(tmp_path / "train.csv", n=40, labeled=16, seed=3)
+    val_rows = write_reviews(tmp_path / "val.csv", n=12, labeled=12, seed=4)
+    config = {"architecture": "minilm", "role": "encoder", "arguments": TINY, "input_layout": {"kind": "text"}}
+    with Client(stack.url, stack.key, timeout=60) as api:
+        model = api.upload_model(
+            config, weights=tmp_path / "encoder.safetensors", tokenizer=builtin_encoder_dir() / "tokenizer.json"
+        )
+        assert model["role"] == "encoder"
+        train = api.upload_dataset(tmp_path / "train.csv", format="text")
+        val = api.upload_dataset(tmp_path / "val.csv", format="text")
+        hp = {"steps": 2, "batch_size": 8, "unlabeled_batch_size": 8, "eval_every": 2, "text": {"max_length": 16}}
+        created = api.create_job(
+            {
+                "method": "ssgan",
+                "dataset_id": train["id"],
+                "validation_dataset_id": val["id"],
+                "base_model_id": model["id"],
+                "seed": 1,
+                "hyperparameters": hp,
+            }
+        )
+        job, _ = follow(api, created["id"])
+        assert job["status"] == "succeeded", job["error"]
+        for name in ("model.pt2", "model.json", "tokenizer.json", "metrics.json"):
+            api.download_artifact(job["id"], name, tmp_path / name)
+        meta = json.loads((tmp_path / "model.json").read_text())
+        assert meta["arguments"]["hidden"] == 32 and meta["arguments"]["num_classes"] == 2
+        assert (
+            "encoder: the uploaded BERT encoder, mean pooling"
+            in json.loads((tmp_path / "metrics.json").read_text())["notes"]
+        )
+        assert predict(tmp_path, [text for text, _ in val_rows]).shape == (len(val_rows), 2)
