@@ -3,16 +3,18 @@
     python -m ganft_core inspect PATH [--format F]
     python -m ganft_core train SPEC.json --data PATH [--format F] [--validation PATH]
         [--base-model DIR|FILE.pt2 [--class-names A,B,...]] [--evaluator DIR] [--inception PATH]
-        --out RUN_DIR [--device D] [--json]
+        --out RUN_DIR [--stored DIR] [--device D] [--json]
 
 `inspect` prints one JSON document on stdout: the dataset summary (`dataset_stats` plus `format`).
 `train` shows a progress bar on stderr and prints the run's headline on stdout (for ssgan the GAN's
 accuracy and F1 against the supervised control and the verdict; for adapt FID/KID); `--json`
-prints the whole metrics.json instead. An error the user can fix (a wrong path, a bad spec, data
-or model) is one line on stderr and exit status 2, plus `{"error": {code, message[, field]}}` on
-stdout where stdout is JSON (`inspect`, `train --json`). `inspect` never imports torch (the API
-runs it in a small, short-lived subprocess); `train` imports the trainer only once the spec, the
-paths and the data have been checked.
+prints the whole metrics.json instead. Images and feature data are trained from their memory-mapped
+stored form (`ganft_core.data.stored`, under RUN_DIR/stored or `--stored`), as the worker does. An
+error the user can fix (a wrong path, a bad spec, data or model) is one line on stderr and exit
+status 2, plus `{"error": {code, message[, field]}}` on stdout where stdout is JSON (`inspect`,
+`train --json`). `inspect` never imports torch (the API runs it in a small, short-lived
+subprocess); `train` imports the trainer only once the spec, the paths and the data have been
+checked.
 """
 
 from __future__ import annotations
@@ -224,12 +226,20 @@ def stage_program(program: ProgramFile, folder: Path) -> Path:
     return folder
 
 
-def _load(path: Path, fmt: str | None, flag: str) -> Dataset:
-    """The dataset at `path`; its errors name the flag and the file (`--data: x.csv: no 'label' column`)."""
+def _load(path: Path, fmt: str | None, flag: str, stored: Path) -> Dataset:
+    """The dataset at `path`, memory-mapped from its stored form in `stored` (decoded there once, reused while the
+    file is unchanged); its errors name the flag and the file (`--data: x.csv: no 'label' column`)."""
     try:
-        return load_dataset(path, fmt)
+        return load_dataset(path, fmt, stored=stored)
     except DatasetError as exc:
         raise DatasetError(f"{flag}: {path}: {exc.message}", field=flag.lstrip("-")) from None
+
+
+def stored_folder(root: Path, role: str, path: Path) -> Path:
+    """Where `--data`/`--validation` (`role`) is stored under `root`: one folder per role and file name, so that
+    runs sharing a `--stored` folder reuse each other's stored forms, and a training and validation file of the
+    same name do not replace each other's."""
+    return root / f"{role}-{path.name}.stored"
 
 
 def check_out(path: Path) -> Path:
@@ -255,10 +265,21 @@ def _train(args: argparse.Namespace) -> int:
     if args.inception is not None:
         need_file(args.inception, "--inception", "Inception weights file", ModelError)
     out = check_out(args.out)
-    data = _load(args.data, args.format, "--data")
-    validation = align_validation(data, _load(args.validation, args.format, "--validation")) if (
-        args.validation) else None  # fmt: skip
+    # Like the worker's child, training reads the memory-mapped stored form (issue 10): RAM holds the labels, not
+    # the examples. Decoding it costs as much disk as the data again, in the run folder unless --stored says.
+    stored = args.stored if args.stored is not None else out / "stored"
+    new_out = not out.exists()
+    try:
+        data = _load(args.data, args.format, "--data", stored_folder(stored, "data", args.data))
+        validation = align_validation(data, _load(args.validation, args.format, "--validation",
+                                                  stored_folder(stored, "validation", args.validation))) if (
+            args.validation) else None  # fmt: skip
+    except GanftError:
+        if new_out:  # a refused dataset leaves no run folder behind, as before there was a stored form
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     log.info("data: %s", json.dumps(dataset_stats(data)))
+    log.info("data: stored form at %s", (data.storage or {}).get("folder"))
 
     from ganft_core.cli_report import headline
     from ganft_core.progress_view import Progress
@@ -324,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", type=Path, required=True, metavar="RUN_DIR", help="run folder (resumes from its checkpoints)"
     )
+    train.add_argument(
+        "--stored", type=Path, metavar="DIR",
+        help="folder for the datasets' memory-mapped stored form (as much disk as the data; reused while a file is "
+             "unchanged; default: RUN_DIR/stored)",
+    )  # fmt: skip
     train.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: best available)")
     train.add_argument("--json", action="store_true", help="print the final metrics (and errors) as JSON on stdout")
     train.set_defaults(run=_train)

@@ -47,9 +47,7 @@ def _core(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
                                         r"pass --class-names"),
     ],
 )  # fmt: skip
-def test_wrong_paths_are_one_line_and_exit_2(
-    tmp_path: Path, tiny_features_npz: Path, case: str, expected: str
-) -> None:
+def test_wrong_paths_are_one_line_and_exit_2(tmp_path: Path, tiny_features_npz: Path, case: str, expected: str) -> None:
     """Each wrong path: exit 2, exactly one line on stderr that names the flag, nothing on stdout, no run folder."""
     spec = _spec(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -155,13 +153,41 @@ def test_bad_sidecar_and_class_names_are_clear(tmp_path: Path, tiny_features_npz
     assert "--class-names: only for a .pt2 file" in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------- data
+
+
+def test_train_reads_the_stored_form_and_reuses_it(
+    tmp_path: Path, tiny_images_npz: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train` decodes --data into its memory-mapped stored form (RUN_DIR/stored by default, --stored DIR when
+    given) and trains from it, as the worker's child does; a second run over the same file reuses it."""
+    out = tmp_path / "run"
+    base = ["train", str(_spec(tmp_path, architecture="convnet")), "--data", str(tiny_images_npz), "--device", "cpu",
+            "--json"]  # fmt: skip
+    assert main([*base, "--out", str(out)]) == 0, capsys.readouterr().err
+    folder = out / "stored" / "data-tiny_images.npz.stored"
+    storage = json.loads((out / "spec.json").read_text())["data_path"]["storage"]
+    assert storage["folder"] == str(folder) and storage["stored_bytes"] > 0  # trained from the stored form
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["examples"] == 36 and manifest["dtype"] == "uint8"
+    stamp = (folder / "manifest.json").stat().st_mtime_ns
+    assert json.loads(capsys.readouterr().out)["metrics"]["steps"] == TINY["steps"]
+    assert main([*base, "--out", str(out)]) == 0  # resumed from the final checkpoint: the stored form is reused
+    assert (folder / "manifest.json").stat().st_mtime_ns == stamp
+    shared = tmp_path / "cache"
+    assert main([*base, "--out", str(tmp_path / "other"), "--stored", str(shared)]) == 0
+    assert (shared / "data-tiny_images.npz.stored" / "manifest.json").is_file()
+    assert not (tmp_path / "other" / "stored").exists()
+
+
 # ---------------------------------------------------------------- progress
 
 
 def test_evaluation_figures_headline_first() -> None:
     """The score first (FID/KID before adapt's p), accuracy and F1 with four decimals, the control after."""
     assert figures_text({"augment_p": 0.16, "ada_rt": 0.6875, "fid": 105.3, "kid": 1.16}) == (
-        "FID 105.3 KID 1.16 p 0.16 ada_rt 0.6875")
+        "FID 105.3 KID 1.16 p 0.16 ada_rt 0.6875"
+    )
     assert figures_text({"control_accuracy": 0.9278, "delta_accuracy": -0.028, "accuracy": 0.9, "macro_f1": 0.8984,
                          "loss_d": float("nan")}) == "acc 0.9000 F1 0.8984 | control acc 0.9278 | -2.8 pt"  # fmt: skip
 
