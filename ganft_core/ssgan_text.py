@@ -52,107 +52,37 @@ from ganft_core.text_nets import (
     save_text_classifier,
 )
 from ganft_core.text_report import nearest_texts
+from ganft_core.text_trunk import Trunk, adamw_groups, lr_factor, predict, train_mode
 from ganft_core.train import AbortFn, ProgressFn, ProgressUpdate, RunResult
 from ganft_core.verdict import verdict
 
 log = logging.getLogger(__name__)
 
-EVAL_BATCH = 256  # texts per forward pass when evaluating (sorted by length, each batch cut to its longest)
-CACHE_MAX_BYTES = 4 << 30  # frozen-block outputs are cached when all of them fit in this many bytes
 
-
-class Trunk:
-    """Sentence vectors of a set of texts through a net whose lowest `frozen` blocks are fixed (eval mode).
-
-    The frozen blocks' outputs are computed the first time a text is drawn and kept (a lazy cache, N×W×H on the
-    device when it fits in CACHE_MAX_BYTES): a run draws each text's frozen part once, not once a step, and the
-    nets of a run (GAN, control and their EMAs) share it, since their frozen blocks are the same weights. A
-    cached text was computed in another batch than a later one, so results equal the uncached ones up to
-    float rounding (bit-exact resume holds for freeze_blocks 0).
-    """
-
-    def __init__(self, net: MiniLMClassifier, tokens: Tokens, frozen: int, device: torch.device) -> None:
-        self.tokens, self.frozen, self.device = tokens, frozen, device
-        n, width = tokens.ids.shape
-        fits = n * width * net.head.in_features * 4 <= CACHE_MAX_BYTES
-        self.cache = torch.zeros(n, width, net.head.in_features, device=device) if frozen and fits else None
-        self.filled = torch.zeros(n, dtype=torch.bool)
-
-    def _frozen_part(self, net: MiniLMClassifier, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return net.encode(net.embed(ids), mask, 1, self.frozen).float()
-
-    def sentence(self, net: MiniLMClassifier, index: torch.Tensor) -> torch.Tensor:
-        """N×H sentence vectors of the texts at `index` (a CPU int64 tensor)."""
-        longest = int(self.tokens.lengths[index].max())
-        ids, mask = (t.to(self.device, non_blocking=True) for t in self.tokens.batch(index, longest))
-        if self.frozen == 0:
-            states, start = net.embed(ids), 1
-        elif self.cache is None:
-            states, start = self._frozen_part(net, ids, mask), self.frozen
-        else:
-            todo = torch.unique(index[~self.filled[index]])
-            if len(todo):
-                width = int(self.tokens.lengths[todo].max())
-                t_ids, t_mask = (t.to(self.device) for t in self.tokens.batch(todo, width))
-                self.cache[todo.to(self.device), :width] = self._frozen_part(net, t_ids, t_mask)
-                self.filled[todo] = True
-            states, start = self.cache[index.to(self.device), :longest], self.frozen
-        return net.pool(net.encode(states, mask, start), mask)
-
-
-def train_mode(net: nn.Module, frozen: list[nn.Module]) -> None:
-    """Training mode, except the frozen blocks: eval (no dropout), so that their cached outputs are exact."""
-    net.train()
-    for block in frozen:
-        block.eval()
-
-
-def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
-    """Linear warm-up over `warmup_fraction`·total steps, then linear decay to 0 at `total` (BERT's schedule)."""
-    warm = int(total * warmup_fraction)
-    if step < warm:
-        return (step + 1) / warm
-    return max(0.0, (total - step) / max(1, total - warm))
-
-
-def adamw_groups(net: MiniLMClassifier, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: encoder and head at their own lr; biases and LayerNorm weights get no weight decay."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in net.named_parameters():
-        if p.requires_grad:
-            no_decay = name.endswith("bias") or "LayerNorm" in name
-            groups.setdefault((name.startswith("encoder."), no_decay), []).append(p)
-    return [{"params": ps, "base_lr": encoder_lr if enc else head_lr, "weight_decay": 0.0 if nd else weight_decay}
-            for (enc, nd), ps in groups.items()]
-
-
-@torch.inference_mode()
-def predict(net: MiniLMClassifier, trunk: Trunk, device: torch.device) -> torch.Tensor:
-    """Argmax class per text (N,), in eval mode, batches of similar length; the caller restores training mode."""
-    net.eval()
-    order = torch.argsort(trunk.tokens.lengths, stable=True)
-    out = torch.empty(len(order), dtype=torch.int64)
-    with run.autocast(device):  # (the frozen blocks are eval mode too: net.eval() reaches them)
-        for start in range(0, len(order), EVAL_BATCH):
-            index = order[start : start + EVAL_BATCH]
-            out[index] = net.from_pooled(trunk.sentence(net, index))[1].argmax(dim=1).cpu()
-    return out
-
-
-def _prepare_data(hp: SsganHyperparameters, data: TextDataset, validation: TextDataset | None,
-                  seed: int) -> tuple[TextDataset, TextDataset]:
-    train, val = split_text(data, hp.validation_fraction, seed) if validation is None else (
-        data, align_text(data, validation))
+def _prepare_data(
+    hp: SsganHyperparameters, data: TextDataset, validation: TextDataset | None, seed: int
+) -> tuple[TextDataset, TextDataset]:
+    train, val = (
+        split_text(data, hp.validation_fraction, seed) if validation is None else (data, align_text(data, validation))
+    )
     require_labeled_classes(train)  # type: ignore[arg-type]  # (uses y and classes only)
     if not val.labeled.any():
         raise DatasetError("the validation set has no labeled examples", field="validation_dataset_id")
     return train, val
 
 
-def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path, *, seed: int,
-                     validation: TextDataset | None, base_model: Path | None, progress: ProgressFn,
-                     should_abort: AbortFn, device: torch.device) -> RunResult:
+def train_ssgan_text(
+    hp: SsganHyperparameters,
+    data: TextDataset,
+    out_dir: Path,
+    *,
+    seed: int,
+    validation: TextDataset | None,
+    base_model: Path | None,
+    progress: ProgressFn,
+    should_abort: AbortFn,
+    device: torch.device,
+) -> RunResult:
     """Run (or resume) GAN-BERT in `out_dir`; see the module docstring."""
     if getattr(hp, "early_stopping", None) is not None:
         raise SpecError("early_stopping is not supported for text datasets yet", field="hyperparameters.early_stopping")
@@ -171,8 +101,11 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
     y_val = torch.from_numpy(val.y[val.labeled])
     val_keep = torch.from_numpy(np.flatnonzero(val.labeled))
     tok_val = Tokens(tok_val.ids[val_keep], tok_val.lengths[val_keep], tok_val.truncated)
-    notes = [*clf.notes, f"tokenised {len(train) + len(val)} texts in {tokenize_s:.2f} s; "
-             f"{tok_train.truncated + tok_val.truncated} over {t.max_length} tokens were truncated"]
+    notes = [
+        *clf.notes,
+        f"tokenised {len(train) + len(val)} texts in {tokenize_s:.2f} s; "
+        f"{tok_train.truncated + tok_val.truncated} over {t.max_length} tokens were truncated",
+    ]
 
     # ---- nets: classifier (= D), feature-space generator, control with the same initial weights
     net = clf.net.to(device)
@@ -183,13 +116,19 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
     trunk_train = Trunk(net, tok_train, hp.freeze_blocks, device)
     trunk_val = Trunk(net, tok_val, hp.freeze_blocks, device)
     if hp.freeze_blocks:
-        notes.append(f"lowest {hp.freeze_blocks} encoder blocks frozen (eval mode)"
-                     + (", their outputs cached" if trunk_train.cache is not None else ""))
+        notes.append(
+            f"lowest {hp.freeze_blocks} encoder blocks frozen (eval mode)"
+            + (", their outputs cached" if trunk_train.cache is not None else "")
+        )
     opt_d = torch.optim.AdamW(adamw_groups(net, t.encoder_lr, t.head_lr, t.weight_decay), lr=t.head_lr)
-    opt_g = torch.optim.AdamW([{"params": list(gen.parameters()), "base_lr": t.generator_lr}], lr=t.generator_lr,
-                              weight_decay=0.0)
-    opt_c = (torch.optim.AdamW(adamw_groups(control, t.encoder_lr, t.head_lr, t.weight_decay), lr=t.head_lr)
-             if control is not None else None)
+    opt_g = torch.optim.AdamW(
+        [{"params": list(gen.parameters()), "base_lr": t.generator_lr}], lr=t.generator_lr, weight_decay=0.0
+    )
+    opt_c = (
+        torch.optim.AdamW(adamw_groups(control, t.encoder_lr, t.head_lr, t.weight_decay), lr=t.head_lr)
+        if control is not None
+        else None
+    )
     ema = run.Ema(net, hp.ema_decay) if hp.ema_decay > 0 else None
     ema_c = run.Ema(control, hp.ema_decay) if hp.ema_decay > 0 and control is not None else None
     # Indices and noise come from one CPU generator: batches are cut to their longest text without a device sync.
@@ -216,11 +155,22 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
         step, history = int(ckpt["step"]), ckpt["history"]
         progress(ProgressUpdate("log", step, total, {}, message=f"resumed from checkpoint at step {step}"))
     else:
-        resolved = {"method": "ssgan", "seed": seed, "hyperparameters": hp.model_dump(),
-                    "resolved": {"data": "text", "classifier": "minilm", "generator_space": "feature",
-                                 "device": str(device), "frozen_blocks_cached": trunk_train.cache is not None},
-                    "base_model": str(base_model) if base_model else None, "notes": notes,
-                    "data": _summary(train, tok_train), "validation": _summary(val, tok_val)}
+        resolved = {
+            "method": "ssgan",
+            "seed": seed,
+            "hyperparameters": hp.model_dump(),
+            "resolved": {
+                "data": "text",
+                "classifier": "minilm",
+                "generator_space": "feature",
+                "device": str(device),
+                "frozen_blocks_cached": trunk_train.cache is not None,
+            },
+            "base_model": str(base_model) if base_model else None,
+            "notes": notes,
+            "data": _summary(train, tok_train),
+            "validation": _summary(val, tok_val),
+        }
         run.write_spec(out_dir, resolved)
         for note in notes:
             run.append_metrics(out_dir, {"step": 0, "event": "log", "message": note})
@@ -231,13 +181,19 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
     def checkpoint(losses: dict[str, torch.Tensor]) -> None:
         run.ensure_finite(losses, step)  # never checkpoint a NaN state
         run.ensure_finite_weights({"classifier": net, "generator": gen, "control": control}, step)
-        state = {"step": step, "classifier": net.state_dict(), "generator": gen.state_dict(),
-                 "opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(),
-                 "control": control.state_dict() if control is not None else None,
-                 "opt_c": opt_c.state_dict() if opt_c is not None else None,
-                 "ema": ema.state_dict() if ema is not None else None,
-                 "ema_control": ema_c.state_dict() if ema_c is not None else None,
-                 "rng": run.capture_rng_state(sampler), "history": history}
+        state = {
+            "step": step,
+            "classifier": net.state_dict(),
+            "generator": gen.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "control": control.state_dict() if control is not None else None,
+            "opt_c": opt_c.state_dict() if opt_c is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "ema_control": ema_c.state_dict() if ema_c is not None else None,
+            "rng": run.capture_rng_state(sampler),
+            "history": history,
+        }
         path = run.save_checkpoint(out_dir, step, state, keep_last=hp.keep_checkpoints)
         progress(ProgressUpdate("checkpoint", step, total, {}, path=str(path.relative_to(out_dir))))
 
@@ -310,8 +266,12 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
         opt_g.step()
 
         # ---- step the control: the same labeled batch, cross-entropy only
-        losses = {"loss_d": loss_d.detach(), "loss_d_supervised": loss_sup.detach(),
-                  "loss_d_unsupervised": loss_unsup.detach(), "loss_g": loss_g.detach()}
+        losses = {
+            "loss_d": loss_d.detach(),
+            "loss_d_supervised": loss_sup.detach(),
+            "loss_d_unsupervised": loss_unsup.detach(),
+            "loss_g": loss_g.detach(),
+        }
         if control is not None and opt_c is not None:
             with run.autocast(device):
                 logits_c = control.from_pooled(trunk_train.sentence(control, i_lab))[1]
@@ -355,28 +315,57 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
     artifacts = save_text_classifier(best, list(train.classes), t.max_length, out_dir, "model", notes, example)
     if control is not None:
         c_best = cast(MiniLMClassifier, ema_c.module) if ema_c is not None else control
-        artifacts += save_text_classifier(c_best, list(train.classes), t.max_length, out_dir, "control",
-                                          [*notes, "supervised-only control"], example)
+        artifacts += save_text_classifier(
+            c_best, list(train.classes), t.max_length, out_dir, "control", [*notes, "supervised-only control"], example
+        )
     artifacts += copy_tokenizer(clf.tokenizer_dir, out_dir)
     from ganft_core.models.io import meta_for, save_model
 
     gen.eval()
-    save_model(gen, meta_for(gen, input_layout={"kind": "features", "features": net.head.in_features},
-                             notes=["GAN-BERT generator: sentence vectors of the encoder (feature space)"]),
-               out_dir, stem="generator")
+    save_model(
+        gen,
+        meta_for(
+            gen,
+            input_layout={"kind": "features", "features": net.head.in_features},
+            notes=["GAN-BERT generator: sentence vectors of the encoder (feature space)"],
+        ),
+        out_dir,
+        stem="generator",
+    )
     artifacts += ["generator.safetensors", "generator.json"]
-    run.write_json(out_dir / "nearest_texts.json",
-                   nearest_texts(best, gen, trunk_train, train, seed=seed, z_dim=z_dim, device=device))
+    run.write_json(
+        out_dir / "nearest_texts.json",
+        nearest_texts(best, gen, trunk_train, train, seed=seed, z_dim=z_dim, device=device),
+    )
     artifacts += ["nearest_texts.json", "curves.png"]
-    result = (verdict(y_val.numpy(), predictions["ssgan"].numpy(), predictions["control"].numpy())
-              if control is not None else None)
+    result = (
+        verdict(y_val.numpy(), predictions["ssgan"].numpy(), predictions["control"].numpy())
+        if control is not None
+        else None
+    )
     steps_run = step - loop_first_step
-    metrics = {"method": "ssgan", "data": "text", "steps": total, "seed": seed, "class_names": list(train.classes),
-               "labeled_examples": n_lab, "unlabeled_examples": n_unl, "validation_examples": len(y_val),
-               "evaluated_with_ema": ema is not None, "ssgan": figures["ssgan"], "control": figures.get("control"),
-               **deltas(figures), "verdict": result, "notes": notes,
-               "timing": {"tokenize_seconds": tokenize_s, "loop_seconds": loop_s, "steps_this_attempt": steps_run,
-                          "steps_per_second": steps_run / loop_s if steps_run and loop_s > 0 else None}}
+    metrics = {
+        "method": "ssgan",
+        "data": "text",
+        "steps": total,
+        "seed": seed,
+        "class_names": list(train.classes),
+        "labeled_examples": n_lab,
+        "unlabeled_examples": n_unl,
+        "validation_examples": len(y_val),
+        "evaluated_with_ema": ema is not None,
+        "ssgan": figures["ssgan"],
+        "control": figures.get("control"),
+        **deltas(figures),
+        "verdict": result,
+        "notes": notes,
+        "timing": {
+            "tokenize_seconds": tokenize_s,
+            "loop_seconds": loop_s,
+            "steps_this_attempt": steps_run,
+            "steps_per_second": steps_run / loop_s if steps_run and loop_s > 0 else None,
+        },
+    }
     run.write_json(out_dir / "metrics.json", metrics)
     artifacts.append("metrics.json")
     if result is not None:
@@ -390,7 +379,12 @@ def train_ssgan_text(hp: SsganHyperparameters, data: TextDataset, out_dir: Path,
 def _summary(ds: TextDataset, tokens: Tokens) -> dict[str, Any]:
     lengths = tokens.lengths.numpy()
     counts = np.bincount(ds.y[ds.labeled], minlength=len(ds.classes))
-    return {"examples": len(ds), "labeled": int(counts.sum()), "classes": list(ds.classes),
-            "class_counts": dict(zip(ds.classes, counts.tolist(), strict=True)),
-            "tokens_p50": int(np.percentile(lengths, 50)) if len(lengths) else 0, "truncated": tokens.truncated,
-            "notes": list(ds.notes)}
+    return {
+        "examples": len(ds),
+        "labeled": int(counts.sum()),
+        "classes": list(ds.classes),
+        "class_counts": dict(zip(ds.classes, counts.tolist(), strict=True)),
+        "tokens_p50": int(np.percentile(lengths, 50)) if len(lengths) else 0,
+        "truncated": tokens.truncated,
+        "notes": list(ds.notes),
+    }

@@ -62,8 +62,14 @@ def build_text_classifier(hp: SsganHyperparameters, train: TextDataset, base_mod
         args = {**builtin, **hp.architecture_arguments, "num_classes": k}
         net = cast(MiniLMClassifier, registry.build("minilm", args))
         if any(args[a] != builtin[a] for a in SHAPE_ARGUMENTS):
-            return TextClassifier(net, folder, ["random encoder: architecture_arguments change the built-in "
-                                                "encoder's shapes, so its weights do not fit"])
+            return TextClassifier(
+                net,
+                folder,
+                [
+                    "random encoder: architecture_arguments change the built-in "
+                    "encoder's shapes, so its weights do not fit"
+                ],
+            )
         load_encoder_weights(net, folder / "model.safetensors")
         return TextClassifier(net, folder, ["encoder: all-MiniLM-L6-v2 (built-in), mean pooling"])
     folder = Path(base_model)
@@ -72,23 +78,28 @@ def build_text_classifier(hp: SsganHyperparameters, train: TextDataset, base_mod
     if (folder / "model.json").is_file():
         loaded, meta = load_model(folder)
         if meta.architecture != "minilm":
-            raise ModelError(f"the base model is a {meta.architecture}, text needs a minilm model",
-                             field="base_model_id")
+            raise ModelError(
+                f"the base model is a {meta.architecture}, text needs a minilm model", field="base_model_id"
+            )
         net = cast(MiniLMClassifier, loaded)
         note = fit_head(net, meta.class_names or [str(i) for i in range(net.head.out_features)], train.classes)
         return TextClassifier(net, _tokenizer_dir(folder, net), [note] if note else [])
     hf = folder / "config.json"
     if not hf.is_file():
-        raise ModelError("a text base model needs model.json (a ganft model) or config.json (a BERT encoder)",
-                         field="base_model_id")
+        raise ModelError(
+            "a text base model needs model.json (a ganft model) or config.json (a BERT encoder)", field="base_model_id"
+        )
     try:
         config = json.loads(hf.read_text(encoding="utf-8"))
         args = args_from_hf_config(config, k)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"config.json is not a BERT config: {type(e).__name__}: {e}", field="config") from None
     if config.get("model_type") not in ("bert", None):
-        raise ModelError(f"config.json says model_type {config.get('model_type')!r}; only BERT-family encoders "
-                         "(model_type bert) are supported", field="config")
+        raise ModelError(
+            f"config.json says model_type {config.get('model_type')!r}; only BERT-family encoders "
+            "(model_type bert) are supported",
+            field="config",
+        )
     net = cast(MiniLMClassifier, registry.build("minilm", {**args, **hp.architecture_arguments, "num_classes": k}))
     load_encoder_weights(net, folder / "model.safetensors")
     return TextClassifier(net, _tokenizer_dir(folder, net), ["encoder: the uploaded BERT encoder, mean pooling"])
@@ -105,8 +116,10 @@ def _uploaded_encoder(hp: SsganHyperparameters, folder: Path, k: int) -> TextCla
     """An encoder uploaded as a model (role `encoder`): shapes from model.json, weights into the encoder only."""
     meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     if meta.get("architecture") != "minilm":
-        raise ModelError(f"an encoder model must be a 'minilm' (a BERT-family encoder), not "
-                         f"{meta.get('architecture')!r}", field="base_model_id")
+        raise ModelError(
+            f"an encoder model must be a 'minilm' (a BERT-family encoder), not {meta.get('architecture')!r}",
+            field="base_model_id",
+        )
     arguments = meta.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise ModelError("model.json: arguments must be an object", field="base_model_id")
@@ -127,8 +140,10 @@ def _tokenizer_dir(folder: Path, net: MiniLMClassifier | None = None) -> Path:
         except Exception as e:  # tokenizers raises its own Exception types for a malformed file
             raise ModelError(f"tokenizer.json is not a tokenizers file: {e}", field="tokenizer") from None
         if size > minilm_args(net).vocab_size:
-            raise ModelError(f"tokenizer.json has {size} tokens but the encoder embeds {minilm_args(net).vocab_size}",
-                             field="tokenizer")
+            raise ModelError(
+                f"tokenizer.json has {size} tokens but the encoder embeds {minilm_args(net).vocab_size}",
+                field="tokenizer",
+            )
     return folder
 
 
@@ -142,16 +157,29 @@ def load_encoder_weights(net: MiniLMClassifier, path: Path) -> None:
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
-        raise ModelError(f"{path.name} does not fit the encoder its config describes: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}", field="weights")
+        raise ModelError(
+            f"{path.name} does not fit the encoder its config describes: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}",
+            field="weights",
+        )
     net.encoder.load_state_dict(state, strict=True)
 
 
 def build_feature_generator(z_dim: int, hidden: int) -> nn.Module:
     """G: z -> H-dimensional sentence vectors (GAN-BERT: one hidden layer, leaky ReLU, dropout 0.1, linear)."""
-    return registry.build("mlp_g", {"out_shape": [hidden], "z_dim": z_dim, "hidden": [hidden],
-                                    "activation": "leaky_relu", "batch_norm": False, "dropout": 0.1,
-                                    "output": "linear", "output_weight_norm": False})
+    return registry.build(
+        "mlp_g",
+        {
+            "out_shape": [hidden],
+            "z_dim": z_dim,
+            "hidden": [hidden],
+            "activation": "leaky_relu",
+            "batch_norm": False,
+            "dropout": 0.1,
+            "output": "linear",
+            "output_weight_norm": False,
+        },
+    )
 
 
 def minilm_args(net: MiniLMClassifier) -> MiniLMArgs:
@@ -210,8 +238,15 @@ def copy_tokenizer(source: Path, out_dir: Path) -> list[str]:
     return names
 
 
-def save_text_classifier(net: MiniLMClassifier, classes: list[str], max_length: int, out_dir: Path, stem: str,
-                         notes: list[str], example: tuple[torch.Tensor, torch.Tensor]) -> list[str]:
+def save_text_classifier(
+    net: MiniLMClassifier,
+    classes: list[str],
+    max_length: int,
+    out_dir: Path,
+    stem: str,
+    notes: list[str],
+    example: tuple[torch.Tensor, torch.Tensor],
+) -> list[str]:
     """`stem.safetensors` + `stem.json` + `stem.pt2` (input_ids, attention_mask -> logits); file names."""
     net = net.eval()
     layout = {"kind": "text", "max_length": max_length, "tokenizer": "tokenizer.json"}
@@ -220,8 +255,9 @@ def save_text_classifier(net: MiniLMClassifier, classes: list[str], max_length: 
     return [f"{stem}.safetensors", f"{stem}.json", f"{stem}.pt2"]
 
 
-def export_text_program(net: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        path: Path) -> torch.export.ExportedProgram:
+def export_text_program(
+    net: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, path: Path
+) -> torch.export.ExportedProgram:
     """`torch.export` of `net` (eval, CPU) taking int64 input_ids and attention_mask, N×L with dynamic N and L.
 
     Checked against the module on the example (and on a shorter, padded copy) before it replaces `path`.
@@ -231,11 +267,14 @@ def export_text_program(net: nn.Module, input_ids: torch.Tensor, attention_mask:
     cpu = copy.deepcopy(net).to("cpu").eval()
     ids, mask = input_ids.to("cpu"), attention_mask.to("cpu")
     if ids.shape[0] < 2 or ids.shape[1] < 2:  # torch.export specialises sizes of 1 to constants
-        ids = ids.repeat(2, 2)[:max(2, ids.shape[0]), :max(2, ids.shape[1])]
+        ids = ids.repeat(2, 2)[: max(2, ids.shape[0]), : max(2, ids.shape[1])]
         mask = torch.ones_like(ids)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    length = torch.export.Dim("length", min=1, max=minilm_args(cast(MiniLMClassifier, cpu)).max_positions
-                              if hasattr(cpu, "arch_args") else MAX_EXPORT_LENGTH)
+    length = torch.export.Dim(
+        "length",
+        min=1,
+        max=minilm_args(cast(MiniLMClassifier, cpu)).max_positions if hasattr(cpu, "arch_args") else MAX_EXPORT_LENGTH,
+    )
     dims = {0: batch, 1: length}
     try:
         program = torch.export.export(cpu, (ids, mask), dynamic_shapes=(dims, dims), strict=False)

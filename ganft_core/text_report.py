@@ -19,7 +19,7 @@ from ganft_core.data.text import TextDataset
 from ganft_core.models.minilm import MiniLMClassifier
 
 if TYPE_CHECKING:
-    from ganft_core.ssgan_text import Trunk
+    from ganft_core.text_trunk import Trunk
 
 SAMPLES = 8  # generated vectors reported
 NEIGHBOURS = 3  # nearest texts per vector
@@ -29,7 +29,13 @@ TEXT_CHARS = 300  # characters of each text shown
 
 @torch.inference_mode()
 def nearest_texts(
-    net: MiniLMClassifier, gen: nn.Module, trunk: Trunk, train: TextDataset, *, seed: int, z_dim: int,
+    net: MiniLMClassifier,
+    gen: nn.Module,
+    trunk: Trunk,
+    train: TextDataset,
+    *,
+    seed: int,
+    z_dim: int,
     device: torch.device,
 ) -> dict[str, Any]:
     """The JSON document (see the module docstring); `net`, `gen` are left in eval mode."""

@@ -88,8 +88,12 @@ class TextDataset:
         indices = np.asarray(indices)
         if indices.dtype == bool:
             indices = np.flatnonzero(indices)
-        return TextDataset([self.texts[i] for i in indices.tolist()], self.y[indices], list(self.classes),
-                           list(self.notes if notes is None else notes))
+        return TextDataset(
+            [self.texts[i] for i in indices.tolist()],
+            self.y[indices],
+            list(self.classes),
+            list(self.notes if notes is None else notes),
+        )
 
     def relabeled(self, y: np.ndarray, classes: list[str], layout: Any) -> TextDataset:
         return TextDataset(self.texts, y, classes, list(self.notes))
@@ -214,8 +218,9 @@ def _classes(labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
     classes = sorted(tally)
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
-        raise DatasetError(f"too few labels: a text dataset needs labeled examples of at least two classes ({found})",
-                           field="file")
+        raise DatasetError(
+            f"too few labels: a text dataset needs labeled examples of at least two classes ({found})", field="file"
+        )
     index = {name: i for i, name in enumerate(classes)}
     y = np.array([index[s] if s else UNLABELED for s in labels], dtype=np.int64)
     require_class_examples(classes, np.array([tally[c] for c in classes]))
@@ -274,8 +279,10 @@ def text_stats(ds: TextDataset, lengths: np.ndarray | None = None) -> dict[str, 
     over = {str(n): int((lengths > n).sum()) for n in (DEFAULT_MAX_LENGTH, ENCODER_MAX_LENGTH)}
     notes = list(ds.notes)
     if over[str(DEFAULT_MAX_LENGTH)]:
-        notes.append(f"{over[str(DEFAULT_MAX_LENGTH)]} texts are over {DEFAULT_MAX_LENGTH} tokens and will be "
-                     "truncated at the default text.max_length")
+        notes.append(
+            f"{over[str(DEFAULT_MAX_LENGTH)]} texts are over {DEFAULT_MAX_LENGTH} tokens and will be "
+            "truncated at the default text.max_length"
+        )
     return {
         "examples": len(ds),
         "labeled": labeled,
@@ -283,9 +290,12 @@ def text_stats(ds: TextDataset, lengths: np.ndarray | None = None) -> dict[str, 
         "classes": list(ds.classes),
         "class_counts": {name: int(n) for name, n in zip(ds.classes, counts, strict=True)},
         "layout": ds.layout.to_dict(),
-        "tokens": {"tokenizer": "all-MiniLM-L6-v2 (built-in)", **pct,
-                   "max": int(lengths.max()) if len(lengths) else 0,
-                   "mean": round(float(lengths.mean()), 1) if len(lengths) else 0.0},
+        "tokens": {
+            "tokenizer": "all-MiniLM-L6-v2 (built-in)",
+            **pct,
+            "max": int(lengths.max()) if len(lengths) else 0,
+            "mean": round(float(lengths.mean()), 1) if len(lengths) else 0.0,
+        },
         "over_max_length": over,  # texts longer than N tokens (special tokens included), by N
         "notes": notes,
     }

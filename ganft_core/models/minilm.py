@@ -46,25 +46,38 @@ def bert_config(args: MiniLMArgs) -> Any:
     """The `transformers.BertConfig` of `args` (SDPA attention, no pooler, encoder only)."""
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=args.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                      num_attention_heads=args.heads, intermediate_size=args.intermediate,
-                      max_position_embeddings=args.max_positions, type_vocab_size=args.type_vocab_size,
-                      layer_norm_eps=args.layer_norm_eps, hidden_dropout_prob=args.hidden_dropout,
-                      attention_probs_dropout_prob=args.attention_dropout, pad_token_id=args.pad_token_id,
-                      attn_implementation="sdpa")  # type: ignore[call-arg]  # (a PretrainedConfig kwarg)
+    return BertConfig(
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=args.intermediate,
+        max_position_embeddings=args.max_positions,
+        type_vocab_size=args.type_vocab_size,
+        layer_norm_eps=args.layer_norm_eps,
+        hidden_dropout_prob=args.hidden_dropout,
+        attention_probs_dropout_prob=args.attention_dropout,
+        pad_token_id=args.pad_token_id,
+        attn_implementation="sdpa",
+    )  # type: ignore[call-arg]  # (a PretrainedConfig kwarg)
 
 
 def args_from_hf_config(config: dict[str, Any], num_classes: int) -> dict[str, Any]:
     """MiniLMArgs (as JSON) from a Hugging Face BERT config.json."""
-    return {"num_classes": num_classes, "vocab_size": int(config["vocab_size"]), "hidden": int(config["hidden_size"]),
-            "layers": int(config["num_hidden_layers"]), "heads": int(config["num_attention_heads"]),
-            "intermediate": int(config["intermediate_size"]),
-            "max_positions": int(config.get("max_position_embeddings", 512)),
-            "type_vocab_size": int(config.get("type_vocab_size", 2)),
-            "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
-            "hidden_dropout": float(config.get("hidden_dropout_prob", 0.1)),
-            "attention_dropout": float(config.get("attention_probs_dropout_prob", 0.1)),
-            "pad_token_id": int(config.get("pad_token_id") or 0)}
+    return {
+        "num_classes": num_classes,
+        "vocab_size": int(config["vocab_size"]),
+        "hidden": int(config["hidden_size"]),
+        "layers": int(config["num_hidden_layers"]),
+        "heads": int(config["num_attention_heads"]),
+        "intermediate": int(config["intermediate_size"]),
+        "max_positions": int(config.get("max_position_embeddings", 512)),
+        "type_vocab_size": int(config.get("type_vocab_size", 2)),
+        "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
+        "hidden_dropout": float(config.get("hidden_dropout_prob", 0.1)),
+        "attention_dropout": float(config.get("attention_probs_dropout_prob", 0.1)),
+        "pad_token_id": int(config.get("pad_token_id") or 0),
+    }
 
 
 class MiniLMClassifier(nn.Module):
@@ -90,13 +103,15 @@ class MiniLMClassifier(nn.Module):
         """Block 0: N×L ids -> N×L×H embeddings."""
         return self.encoder.embeddings(input_ids=input_ids)
 
-    def encode(self, states: torch.Tensor, attention_mask: torch.Tensor, start: int = 1,
-               stop: int | None = None) -> torch.Tensor:
+    def encode(
+        self, states: torch.Tensor, attention_mask: torch.Tensor, start: int = 1, stop: int | None = None
+    ) -> torch.Tensor:
         """Run blocks `start`..`stop - 1` (layers start-1 ...) on N×L×H `states`; returns N×L×H."""
         from transformers.masking_utils import create_bidirectional_mask
 
-        mask = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=states,
-                                         attention_mask=attention_mask)
+        mask = create_bidirectional_mask(
+            config=self.encoder.config, inputs_embeds=states, attention_mask=attention_mask
+        )
         for layer in self.encoder.encoder.layer[max(0, start - 1) : None if stop is None else stop - 1]:
             states = layer(states, attention_mask=mask)
         return states

@@ -11,8 +11,12 @@ TEXT_CSV = b'text,label\n"a sharp, funny film",fresh\na dull mess,rotten\n"no la
 
 def test_text_csv_upload_reports_token_lengths(client: TestClient, headers: dict[str, str]) -> None:
     """format=text: classes from the label column, token-length percentiles from the built-in tokenizer."""
-    response = client.post("/v1/datasets", headers=headers, files={"file": ("reviews.csv", TEXT_CSV)},
-                           data={"format": "text", "name": "reviews"})
+    response = client.post(
+        "/v1/datasets",
+        headers=headers,
+        files={"file": ("reviews.csv", TEXT_CSV)},
+        data={"format": "text", "name": "reviews"},
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["format"] == "text" and body["status"] == "ready"
@@ -37,7 +41,8 @@ def test_text_errors_are_422_naming_the_line(client: TestClient, headers: dict[s
         (b"text,label\n\xff\xfe,fresh\n", "not UTF-8"),
     ]
     for content, message in cases:
-        response = client.post("/v1/datasets", headers=headers, files={"file": ("r.csv", content)},
-                               data={"format": "text"})
+        response = client.post(
+            "/v1/datasets", headers=headers, files={"file": ("r.csv", content)}, data={"format": "text"}
+        )
         assert response.status_code == 422, response.text
         assert message in response.json()["detail"]

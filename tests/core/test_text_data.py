@@ -34,8 +34,11 @@ def jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_csv_with_text_and_label_columns(tmp_path: Path) -> None:
-    path = write(tmp_path / "r.csv", 'id,text,label\n1,"a fine, funny film",pos\n2,dull and slow,neg\n'
-                 '3,"no label here",\n4,"quoted ""word"" inside",pos\n')
+    path = write(
+        tmp_path / "r.csv",
+        'id,text,label\n1,"a fine, funny film",pos\n2,dull and slow,neg\n'
+        '3,"no label here",\n4,"quoted ""word"" inside",pos\n',
+    )
     assert detect_format(path) == "text"
     ds = load_dataset(path)
     assert isinstance(ds, TextDataset)
@@ -45,9 +48,16 @@ def test_csv_with_text_and_label_columns(tmp_path: Path) -> None:
 
 
 def test_jsonl_with_missing_null_and_integer_labels(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "r.jsonl", [{"text": "good", "label": 1}, {"text": "bad", "label": 0},
-                                        {"text": "unknown"}, {"text": "also unknown", "label": None},
-                                        {"text": "empty label", "label": ""}])
+    path = jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"text": "good", "label": 1},
+            {"text": "bad", "label": 0},
+            {"text": "unknown"},
+            {"text": "also unknown", "label": None},
+            {"text": "empty label", "label": ""},
+        ],
+    )
     assert detect_format(path) == "text"
     ds = load_text(path)
     assert ds.classes == ["0", "1"]
@@ -83,8 +93,10 @@ def test_format_errors_name_the_problem(tmp_path: Path, content: str | bytes, me
 
 def test_over_long_texts_are_counted_and_cut(tmp_path: Path) -> None:
     long = "word " * (MAX_TEXT_CHARS // 5 + 10)
-    path = jsonl(tmp_path / "r.jsonl", [{"text": long, "label": "a"}, {"text": "short", "label": "b"},
-                                        {"text": "word " * 100, "label": "a"}])
+    path = jsonl(
+        tmp_path / "r.jsonl",
+        [{"text": long, "label": "a"}, {"text": "short", "label": "b"}, {"text": "word " * 100, "label": "a"}],
+    )
     ds = load_text(path)
     assert len(ds.texts[0]) == MAX_TEXT_CHARS
     assert ds.notes == [f"1 texts over {MAX_TEXT_CHARS} characters were cut there"]

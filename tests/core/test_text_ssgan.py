@@ -44,8 +44,18 @@ def reviews(path: Path, n: int = 80, labeled: int = 24) -> Path:
 
 
 def tiny_spec(**overrides: Any) -> TrainSpec:
-    hp = {"steps": 4, "batch_size": 8, "unlabeled_batch_size": 8, "eval_every": 2, "checkpoint_every": 2,
-          "log_every": 1, "keep_checkpoints": 5, "deterministic": True, "architecture_arguments": TINY, **overrides}
+    hp = {
+        "steps": 4,
+        "batch_size": 8,
+        "unlabeled_batch_size": 8,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "keep_checkpoints": 5,
+        "deterministic": True,
+        "architecture_arguments": TINY,
+        **overrides,
+    }
     return TrainSpec.model_validate({"method": "ssgan", "seed": 3, "hyperparameters": hp})
 
 
@@ -71,8 +81,18 @@ def tiny_run(data: TextDataset, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 def test_tiny_run_writes_the_outputs(tiny_run: tuple[Path, Any]) -> None:
     out, result = tiny_run
-    for name in ("model.safetensors", "model.json", "model.pt2", "control.safetensors", "control.pt2",
-                 "tokenizer.json", "vocab.txt", "generator.safetensors", "nearest_texts.json", "metrics.json"):
+    for name in (
+        "model.safetensors",
+        "model.json",
+        "model.pt2",
+        "control.safetensors",
+        "control.pt2",
+        "tokenizer.json",
+        "vocab.txt",
+        "generator.safetensors",
+        "nearest_texts.json",
+        "metrics.json",
+    ):
         assert name in result.artifacts and (out / name).is_file(), name
     assert "samples.png" not in result.artifacts  # no sample grid for text
     metrics = json.loads((out / "metrics.json").read_text())
@@ -136,8 +156,10 @@ def test_resume_equals_the_uninterrupted_run(tiny_run: tuple[Path, Any], data: T
         for key, value in straight[net].items():
             assert torch.equal(value, resumed[net][key]), f"{net}.{key}"
     assert load_file(out / "model.safetensors").keys() == load_file(tmp_path / "model.safetensors").keys()
-    assert json.loads((out / "metrics.json").read_text())["ssgan"] == json.loads(
-        (tmp_path / "metrics.json").read_text())["ssgan"]
+    assert (
+        json.loads((out / "metrics.json").read_text())["ssgan"]
+        == json.loads((tmp_path / "metrics.json").read_text())["ssgan"]
+    )
 
 
 def test_a_finished_model_is_a_base_model(tiny_run: tuple[Path, Any], data: TextDataset) -> None:
@@ -151,8 +173,9 @@ def test_a_finished_model_is_a_base_model(tiny_run: tuple[Path, Any], data: Text
 def test_a_users_bert_encoder_is_loaded_and_checked(data: TextDataset, tmp_path: Path) -> None:
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     encoder = BertModel(config)
     (tmp_path / "config.json").write_text(config.to_json_string())
     state = {f"bert.{k}": v.contiguous() for k, v in encoder.state_dict().items()}  # as BertFor... saves them
@@ -171,11 +194,18 @@ def test_an_uploaded_encoder_is_loaded_and_checked(data: TextDataset, tmp_path: 
     """The folder POST /v1/models writes for role `encoder`: model.json (MiniLMArgs), HF-named weights, tokenizer."""
     from transformers import BertConfig, BertModel
 
-    encoder = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-                        add_pooling_layer=False)
+    encoder = BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+        add_pooling_layer=False,
+    )
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    meta = {"architecture": "minilm", "role": "encoder", "arguments": TINY, "class_names": [],
-            "input_layout": {"kind": "text"}}
+    meta = {
+        "architecture": "minilm",
+        "role": "encoder",
+        "arguments": TINY,
+        "class_names": [],
+        "input_layout": {"kind": "text"},
+    }
     (tmp_path / "model.json").write_text(json.dumps(meta))
     (tmp_path / "tokenizer.json").write_bytes((builtin_encoder_dir() / "tokenizer.json").read_bytes())
     clf = build_text_classifier(SsganHyperparameters(), data, tmp_path)
@@ -186,8 +216,10 @@ def test_an_uploaded_encoder_is_loaded_and_checked(data: TextDataset, tmp_path: 
     (tmp_path / "model.json").write_text(json.dumps({**meta, "arguments": {**TINY, "vocab_size": 1000}}))
     with pytest.raises(ModelError, match="does not fit the encoder"):  # the weights' vocabulary is 30522
         build_text_classifier(SsganHyperparameters(), data, tmp_path)
-    small = BertModel(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=64), add_pooling_layer=False)
+    small = BertModel(
+        BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+        add_pooling_layer=False,
+    )
     save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ModelError, match="tokenizer.json has 30522 tokens"):  # ids past the embedding table
         build_text_classifier(SsganHyperparameters(), data, tmp_path)
@@ -216,8 +248,19 @@ def test_real_encoder_smoke(data: TextDataset, tmp_path: Path) -> None:
     with torch.no_grad():
         v = torch.nn.functional.normalize(net.sentence(*tokens.batch(torch.arange(3))), dim=1)
     assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.2
-    spec = TrainSpec.model_validate({"method": "ssgan", "seed": 1, "hyperparameters": {
-        "steps": 2, "batch_size": 4, "unlabeled_batch_size": 4, "freeze_blocks": 6, "ema_decay": 0.0}})
+    spec = TrainSpec.model_validate(
+        {
+            "method": "ssgan",
+            "seed": 1,
+            "hyperparameters": {
+                "steps": 2,
+                "batch_size": 4,
+                "unlabeled_batch_size": 4,
+                "freeze_blocks": 6,
+                "ema_decay": 0.0,
+            },
+        }
+    )
     result = train_text(spec, data, tmp_path, device="cpu")
     assert "model.pt2" in result.artifacts
     assert any("cached" in n for n in result.metrics["notes"])
