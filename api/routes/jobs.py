@@ -173,8 +173,13 @@ def _check_references(session: Session, tenant: Principal, spec: JobCreate) -> N
                 "base_model_id",
                 f"{spec.method} starts from a {' or '.join(allowed)} model; {model.id!r} is a {model.role}",
             )
-        if model.role == "encoder" and formats.get("dataset_id", "text") != "text":
-            raise invalid("base_model_id", f"{model.id!r} is a text encoder; dataset {spec.dataset_id!r} is not text")
+        layout = (model.config or {}).get("input_layout") or {}
+        reads_text = model.role == "encoder" or layout.get("kind") == "text"
+        if "dataset_id" in formats and reads_text != (formats["dataset_id"] == "text"):
+            what = "a text model" if reads_text else "not a text model"
+            raise invalid(
+                "base_model_id", f"{model.id!r} is {what}; dataset {spec.dataset_id!r} is {formats['dataset_id']}"
+            )
     if spec.evaluator_model_id is not None:
         if spec.method != "adapt":
             raise invalid("evaluator_model_id", "only adapt jobs use an evaluator (for FID/KID)")

@@ -71,3 +71,8 @@ def test_a_text_job_may_start_from_an_encoder(client: TestClient, headers: dict[
     assert other.status_code == 422 and [e["field"] for e in other.json()["errors"]] == ["base_model_id"]
     adapt = client.post("/v1/jobs", headers=headers, json={**job, "method": "adapt", "dataset_id": seed.dataset()})
     assert adapt.status_code == 422 and "encoder" in adapt.json()["detail"]
+    image_model = seed.model(role="classifier")  # config {"architecture": "mlp"}: not a text model
+    image = client.post(
+        "/v1/jobs", headers=headers, json={**job, "base_model_id": image_model, "dataset_id": text.json()["id"]}
+    )
+    assert image.status_code == 422 and "not a text model" in image.json()["detail"]
