@@ -1,6 +1,7 @@
 """A text (GAN-BERT) job through the whole service: upload a text CSV over HTTP, POST an ssgan job, follow
-its event stream, download model.pt2 and the tokenizer, predict without ganft; then a second job that starts
-from the first one's output model (the worker stages its tokenizer files with its weights).
+its event stream, download model.pt2 and the tokenizer, predict without ganft; export a checkpoint as a model;
+then a second job that starts from the first one's output model (the worker stages its tokenizer files with its
+weights). And a user's encoder uploaded as a model, fine-tuned by a text job.
 
 Tiny mode: a random 2-layer BERT (`architecture_arguments`), a few steps, 60 texts, so no 90 MB encoder loads.
 """
@@ -125,6 +126,12 @@ def test_text_job_through_the_service(stack: Stack, tmp_path: Path) -> None:
         assert abs(accuracy - metrics["ssgan"]["accuracy"]) <= 1.0 / len(val_rows) + 1e-9
         few = predict(first, ["an utterly brilliant film", "a boring, tedious mess", "loved it"])
         assert few.shape == (3, 2)  # a class of model.json per sentence (a 6-step random BERT: no wiser)
+
+        # ---- a checkpoint exported as a model: a fork that trains no further and writes the text outputs
+        steps = [c.step for c in api.list_checkpoints(job["id"])]
+        exported, _ = follow(api, api.export_checkpoint(job["id"], steps[0])["id"])
+        assert exported["status"] == "succeeded", exported["error"]
+        assert "tokenizer.json" in {a.name for a in api.list_artifacts(exported["id"])}
 
         # ---- a second job from the first one's output model: its tokenizer travels with its weights
         model = api.get_model(job["output_model_id"])
