@@ -43,7 +43,7 @@ class Model(Resource):
     id: str
     name: str
     kind: str  # weights | program
-    role: str  # classifier | generator | gan
+    role: str  # classifier | generator | gan | encoder (a text job's sentence encoder)
     config: dict[str, Any]  # model.json
     size_bytes: int
     sha256: str | None
