@@ -1,4 +1,4 @@
-"""Transfers: upload of a ~1 GiB npz dataset and download of a ~1 GiB artifact, on loopback.
+"""Transfers: upload of an npz dataset (~1 GiB, or `--mib`) and download of an artifact of its size, on loopback.
 
 Targets: upload with the API process's peak RSS growing by less than 64 MiB; download at
 least 500 MB/s. Alternatives measured in the same run: `dd conv=fsync` of the same file on
@@ -238,7 +238,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mib", type=int, default=1020, help="dataset size (x.npy must stay under 1 GiB)")
+    parser.add_argument("--mib", type=int, default=1020,
+                        help="dataset size in MiB (up to GANFT_MAX_UPLOAD_BYTES: 32 GiB by default)")  # fmt: skip
     parser.add_argument("--no-multipart", dest="multipart", action="store_false", help="upload the raw body only")
     return common.parse_bench_args(parser, section="service: transfers", argv=argv)
 
