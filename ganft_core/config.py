@@ -67,6 +67,8 @@ class SsganHyperparameters(_Strict):
     # weight of the real/fake terms in D's loss; None picks 0.3 for images, 1.0 for feature vectors and text
     # (measured: bench/RESULTS.md, "ssgan on images: session 6 notes")
     unsupervised_weight: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    # fraction of steps over which that weight ramps up from ~0 (sigmoid, Laine & Aila 2017); 0 = full weight at once
+    unsupervised_rampup: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     generator_space: Literal["input", "feature"] = "input"  # G makes inputs, or backbone features (GAN-BERT)
     z_dim: Annotated[int, Field(ge=1, le=4096)] = 100  # generator noise size
     architecture: str | None = None  # classifier when no base model: None picks by input layout
@@ -83,6 +85,8 @@ class SsganHyperparameters(_Strict):
     # augmented view, where its probability >= the threshold, is the target on the strong (DiffAugment) view.
     pseudo_label_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0  # weight in D's loss; 0 = off
     pseudo_label_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95  # confidence needed for a target
+    # 0: the target is the weak view's argmax (FixMatch); > 0: its sharpened softmax(logits / T) (UDA's soft targets)
+    pseudo_label_temperature: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     # Conditional entropy of D's class prediction on unlabeled reals (Bad GAN, Dai et al. 2017, sec. 4); 0 = off.
     entropy_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     backbone_lr_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # pretrained backbone lr = lr_d × this

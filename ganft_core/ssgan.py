@@ -76,15 +76,24 @@ def unsupervised_d_loss(logits_unl: torch.Tensor, logits_fake: torch.Tensor) -> 
     return -lse_unl.mean() + F.softplus(lse_unl).mean() + F.softplus(lse_fake).mean()
 
 
-def pseudo_label_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float) -> torch.Tensor:
+def pseudo_label_loss(
+    logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float, temperature: float = 0.0
+) -> torch.Tensor:
     """FixMatch's unlabeled term: cross-entropy on the strong view towards the weak view's confident argmax.
 
-    Averaged over the whole batch (unconfident examples count as 0), as in Sohn et al. 2020, eq. 4.
+    Averaged over the whole batch (unconfident examples count as 0), as in Sohn et al. 2020, eq. 4. With a
+    temperature > 0 the target is the weak view's sharpened distribution softmax(l / T) instead of its argmax
+    (UDA's soft consistency, Xie et al. 2020, sec. 3.2; they use T = 0.4 and a threshold of 0.8).
     """
-    probs = logits_weak.detach().float().softmax(dim=1)
-    confidence, target = probs.max(dim=1)
+    weak = logits_weak.detach().float()
+    confidence, target = weak.softmax(dim=1).max(dim=1)
     mask = (confidence >= threshold).float()
-    return (F.cross_entropy(logits_strong, target, reduction="none") * mask).mean()
+    if temperature > 0:
+        soft = (weak / temperature).softmax(dim=1)
+        per_example = -(soft * logits_strong.log_softmax(dim=1)).sum(dim=1)
+    else:
+        per_example = F.cross_entropy(logits_strong, target, reduction="none")
+    return (per_example * mask).mean()
 
 
 def conditional_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -95,6 +104,16 @@ def conditional_entropy(logits: torch.Tensor) -> torch.Tensor:
 def feature_matching_loss(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
     """||E f(x) - E f(G(z))||² averaged over the D feature dimensions (Salimans et al. 2016, §3.1)."""
     return (f_real.mean(dim=0) - f_fake.mean(dim=0)).pow(2).mean()
+
+
+def rampup_factor(step: int, total: int, rampup: float) -> float:
+    """Sigmoid ramp-up exp(-5 (1 - t)²) over the first `rampup`·total steps, then 1 (Laine & Aila 2017, sec. 3.1;
+    Tarvainen & Valpola 2017): the unsupervised term starts near 0 while the classifier is still random."""
+    length = total * rampup
+    if step >= length:
+        return 1.0
+    t = max(0.0, step / length)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
 def lr_factor(step: int, total: int, decay_start: float) -> float:
@@ -111,8 +130,9 @@ def predict(net: nn.Module, feed: Feed, device: torch.device) -> torch.Tensor:
         return torch.cat([net(x).argmax(dim=1) for x in feed.iter_batches(EVAL_BATCH)])
 
 
-def _prepare_data(hp: SsganHyperparameters, data: Dataset, validation: Dataset | None,
-                  seed: int) -> tuple[Dataset, Dataset]:
+def _prepare_data(
+    hp: SsganHyperparameters, data: Dataset, validation: Dataset | None, seed: int
+) -> tuple[Dataset, Dataset]:
     if validation is None:
         train, val = split_validation(data, hp.validation_fraction, seed)
     else:
@@ -123,9 +143,18 @@ def _prepare_data(hp: SsganHyperparameters, data: Dataset, validation: Dataset |
     return train, val
 
 
-def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed: int,
-                validation: Dataset | None, base_model: Path | None, progress: ProgressFn,
-                should_abort: AbortFn, device: torch.device) -> RunResult:
+def train_ssgan(
+    hp: SsganHyperparameters,
+    data: Dataset,
+    out_dir: Path,
+    *,
+    seed: int,
+    validation: Dataset | None,
+    base_model: Path | None,
+    progress: ProgressFn,
+    should_abort: AbortFn,
+    device: torch.device,
+) -> RunResult:
     """Run (or resume) an ssgan job in `out_dir`; see the module docstring and docs/CONTRACTS.md."""
     total = hp.steps
     run.seed_everything(seed, deterministic=hp.deterministic)
@@ -142,12 +171,17 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     conv = image and not clf.is_program and getattr(clf.net, "architecture", "") != "mlp"
     fmt = torch.channels_last if image and (device.type == "cuda" or conv) else torch.contiguous_format
     lab_set, val_set = train.subset(train.labeled), val.subset(val.labeled)
-    feed_lab, feed_unl, feed_val = (d.feed(device, channels_last=fmt == torch.channels_last)
-                                    for d in (lab_set, train, val_set))
+    feed_lab, feed_unl, feed_val = (
+        d.feed(device, channels_last=fmt == torch.channels_last) for d in (lab_set, train, val_set)
+    )
     y_lab, y_val = torch.as_tensor(lab_set.y).to(device), val_set.y
     if not feed_unl.on_device:
-        log.info("ssgan: %d training examples (%d MiB as stored) are streamed from %s, not held on the device",
-                 len(feed_unl), feed_unl.nbytes >> 20, "the stored form" if train.is_mapped else "RAM")
+        log.info(
+            "ssgan: %d training examples (%d MiB as stored) are streamed from %s, not held on the device",
+            len(feed_unl),
+            feed_unl.nbytes >> 20,
+            "the stored form" if train.is_mapped else "RAM",
+        )
 
     # ---- nets: classifier (= D), generator, control with the same initial weights
     net = clf.net.to(device, memory_format=fmt)  # type: ignore[call-overload]  # (torch's stub lacks it)
@@ -170,17 +204,25 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     # fused: one kernel for all parameters instead of ~5 per tensor (CPU and CUDA, torch >= 2.4)
     opt_d = torch.optim.Adam(optimizer_groups(net, backbone_scale), lr=lr_d, betas=betas, fused=True)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas, fused=True)
-    opt_c = (torch.optim.Adam(optimizer_groups(control, backbone_scale), lr=lr_d, betas=betas, fused=True)
-             if control is not None else None)
+    opt_c = (
+        torch.optim.Adam(optimizer_groups(control, backbone_scale), lr=lr_d, betas=betas, fused=True)
+        if control is not None
+        else None
+    )
     ema = run.Ema(net, hp.ema_decay) if hp.ema_decay > 0 else None
     ema_c = run.Ema(control, hp.ema_decay) if hp.ema_decay > 0 and control is not None else None
     sampler = torch.Generator(device=device).manual_seed(seed)  # labeled/unlabeled indices, z, augmentation
-    stopper = (EarlyStopper(hp.early_stopping, metric="accuracy", higher_is_better=True)
-               if hp.early_stopping is not None else None)
+    stopper = (
+        EarlyStopper(hp.early_stopping, metric="accuracy", higher_is_better=True)
+        if hp.early_stopping is not None
+        else None
+    )
     notes = list(clf.notes)
     if image and not clf.from_scratch:
-        notes.append(f"pretrained backbone: lr × {backbone_scale:g}, batch norm {hp.batch_norm}"
-                     + (f", head warm-up {warmup} steps" if warmup else ""))
+        notes.append(
+            f"pretrained backbone: lr × {backbone_scale:g}, batch norm {hp.batch_norm}"
+            + (f", head warm-up {warmup} steps" if warmup else "")
+        )
 
     # Augmentation (images only): the weak, label-preserving policy on labeled batches (both runs) and on
     # the pseudo-label view; DiffAugment on every D input of the GAN terms and the pseudo-label target view.
@@ -189,8 +231,9 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     ops = strong_ops(train.layout.channels) if image and hp.diffaugment else ()
 
     def weak(x: torch.Tensor) -> torch.Tensor:
-        return augment_policy(x, translate=a.translate, hflip=a.hflip, color=a.color, generator=sampler) \
-            if weak_on else x
+        return (
+            augment_policy(x, translate=a.translate, hflip=a.hflip, color=a.color, generator=sampler) if weak_on else x
+        )
 
     def strong(x: torch.Tensor) -> torch.Tensor:  # differentiable: G's gradient flows through it
         return diff_augment(x, ops) if ops else x
@@ -225,17 +268,33 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
             stopper.load_state_dict(ckpt.get("early_stopping"))
         progress(ProgressUpdate("log", step, total, {}, message=f"resumed from checkpoint at step {step}"))
     else:
-        resolved = {"method": "ssgan", "seed": seed, "hyperparameters": hp.model_dump(),
-                    "resolved": {"lr_d": lr_d, "lr_g": lr_g, "unsupervised_weight": w_unsup, "device": str(device),
-                                 "classifier": getattr(net, "architecture", "program"),
-                                 "generator": getattr(gen, "architecture", None),
-                                 "backbone_lr_scale": backbone_scale, "head_warmup_steps": warmup,
-                                 "batch_norm_frozen": bn_frozen, "weak_augment": weak_on,
-                                 "diffaugment_ops": list(ops)},
-                    "data_path": {"on_device": feed_unl.on_device, "stored_bytes": feed_unl.nbytes,
-                                  "storage": getattr(train, "storage", None)},
-                    "base_model": str(base_model) if base_model else None, "notes": notes,
-                    "data": dataset_stats(train), "validation": dataset_stats(val)}
+        resolved = {
+            "method": "ssgan",
+            "seed": seed,
+            "hyperparameters": hp.model_dump(),
+            "resolved": {
+                "lr_d": lr_d,
+                "lr_g": lr_g,
+                "unsupervised_weight": w_unsup,
+                "device": str(device),
+                "classifier": getattr(net, "architecture", "program"),
+                "generator": getattr(gen, "architecture", None),
+                "backbone_lr_scale": backbone_scale,
+                "head_warmup_steps": warmup,
+                "batch_norm_frozen": bn_frozen,
+                "weak_augment": weak_on,
+                "diffaugment_ops": list(ops),
+            },
+            "data_path": {
+                "on_device": feed_unl.on_device,
+                "stored_bytes": feed_unl.nbytes,
+                "storage": getattr(train, "storage", None),
+            },
+            "base_model": str(base_model) if base_model else None,
+            "notes": notes,
+            "data": dataset_stats(train),
+            "validation": dataset_stats(val),
+        }
         run.write_spec(out_dir, resolved)
         for note in notes:
             run.append_metrics(out_dir, {"step": 0, "event": "log", "message": note})
@@ -247,14 +306,20 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         # Never checkpoint a NaN state: the last good checkpoint stays the newest.
         run.ensure_finite(losses, step)
         run.ensure_finite_weights({"classifier": net, "generator": gen, "control": control}, step)
-        state = {"step": step, "classifier": net.state_dict(), "generator": gen.state_dict(),
-                 "opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(),
-                 "control": control.state_dict() if control is not None else None,
-                 "opt_c": opt_c.state_dict() if opt_c is not None else None,
-                 "ema": ema.state_dict() if ema is not None else None,
-                 "ema_control": ema_c.state_dict() if ema_c is not None else None,
-                 "rng": run.capture_rng_state(sampler), "history": history,
-                 "early_stopping": stopper.state_dict() if stopper is not None else None}
+        state = {
+            "step": step,
+            "classifier": net.state_dict(),
+            "generator": gen.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "control": control.state_dict() if control is not None else None,
+            "opt_c": opt_c.state_dict() if opt_c is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "ema_control": ema_c.state_dict() if ema_c is not None else None,
+            "rng": run.capture_rng_state(sampler),
+            "history": history,
+            "early_stopping": stopper.state_dict() if stopper is not None else None,
+        }
         path = run.save_checkpoint(out_dir, step, state, keep_last=hp.keep_checkpoints)
         progress(ProgressUpdate("checkpoint", step, total, {}, path=str(path.relative_to(out_dir))))
 
@@ -289,9 +354,13 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
 
     def outputs_now() -> dict[str, Any]:
         """What early stopping keeps of the best evaluation: the evaluated weights, figures and predictions."""
-        return {"classifier": copy_state(ema.module if ema else net), "generator": copy_state(gen),
-                "control": copy_state(ema_c.module if ema_c else control) if control is not None else None,
-                "figures": figures, "predictions": dict(predictions)}
+        return {
+            "classifier": copy_state(ema.module if ema else net),
+            "generator": copy_state(gen),
+            "control": copy_state(ema_c.module if ema_c else control) if control is not None else None,
+            "figures": figures,
+            "predictions": dict(predictions),
+        }
 
     set_train_mode(net, frozen, bn_frozen=bn_frozen)
     gen.train()
@@ -342,10 +411,11 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         logits_lab, logits_unl = real.float().split([b_lab, b_unl])
         loss_sup = F.cross_entropy(logits_lab, yl)
         loss_unsup = unsupervised_d_loss(logits_unl, logits_fake.float())
-        loss_d = loss_sup + w_unsup * loss_unsup
+        w_now = w_unsup * rampup_factor(step, total, hp.unsupervised_rampup)
+        loss_d = loss_sup + w_now * loss_unsup
         losses = {}
         if logits_weak is not None:
-            loss_pl = pseudo_label_loss(logits_weak, logits_unl, hp.pseudo_label_threshold)
+            loss_pl = pseudo_label_loss(logits_weak, logits_unl, hp.pseudo_label_threshold, hp.pseudo_label_temperature)
             loss_d = loss_d + hp.pseudo_label_weight * loss_pl
             losses["loss_d_pseudo_label"] = loss_pl.detach()
         if ent_on:
@@ -367,8 +437,12 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
         opt_g.step()
 
         # ---- step the control: the same labeled batch, cross-entropy only
-        losses |= {"loss_d": loss_d.detach(), "loss_d_supervised": loss_sup.detach(),
-                   "loss_d_unsupervised": loss_unsup.detach(), "loss_g": loss_g.detach()}
+        losses |= {
+            "loss_d": loss_d.detach(),
+            "loss_d_supervised": loss_sup.detach(),
+            "loss_d_unsupervised": loss_unsup.detach(),
+            "loss_g": loss_g.detach(),
+        }
         if control is not None and opt_c is not None:
             with run.autocast(device):
                 loss_c = F.cross_entropy(control(xl).float(), yl)
@@ -384,7 +458,7 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
 
         # ---- report, evaluate, checkpoint (the only host syncs)
         if step % hp.log_every == 0 or step == total:
-            scalars = {**run.ensure_finite(losses, step), "lr_d": lr_d * lr_scale}
+            scalars = {**run.ensure_finite(losses, step), "lr_d": lr_d * lr_scale, "unsupervised_weight": w_now}
             history["log"].append([step, scalars["loss_d"], scalars["loss_g"], scalars.get("loss_control", math.nan)])
             run.append_metrics(out_dir, {"step": step, "event": "step", **scalars})
             progress(ProgressUpdate("step", step, total, scalars))
@@ -417,18 +491,31 @@ def train_ssgan(hp: SsganHyperparameters, data: Dataset, out_dir: Path, *, seed:
     if control is not None:
         c_best = ema_c.module if ema_c is not None else control
         # exported too: the verdict may say to use it
-        artifacts += save_classifier(c_best, clf, train, out_dir, "control", [*notes, "supervised-only control"],
-                                     export=True)
+        artifacts += save_classifier(
+            c_best, clf, train, out_dir, "control", [*notes, "supervised-only control"], export=True
+        )
     g_layout = {"kind": "features", "features": net.head.in_features} if feature_space else train.layout.to_dict()
     artifacts += save_generator(gen.eval(), out_dir, g_layout, [f"ssgan generator ({hp.generator_space} space)"])
     artifacts += picture_names
-    result = (verdict(y_val, predictions["ssgan"].numpy(), predictions["control"].numpy())
-              if control is not None else None)
-    metrics = {"method": "ssgan", "steps": total, "seed": seed, "class_names": list(train.classes),
-               "labeled_examples": len(feed_lab), "unlabeled_examples": len(feed_unl),
-               "validation_examples": len(feed_val), "evaluated_with_ema": ema is not None,
-               "ssgan": figures["ssgan"], "control": figures.get("control"), **deltas(figures),
-               "verdict": result, "notes": notes, **(stopper.summary(step, total) if stopper is not None else {})}
+    result = (
+        verdict(y_val, predictions["ssgan"].numpy(), predictions["control"].numpy()) if control is not None else None
+    )
+    metrics = {
+        "method": "ssgan",
+        "steps": total,
+        "seed": seed,
+        "class_names": list(train.classes),
+        "labeled_examples": len(feed_lab),
+        "unlabeled_examples": len(feed_unl),
+        "validation_examples": len(feed_val),
+        "evaluated_with_ema": ema is not None,
+        "ssgan": figures["ssgan"],
+        "control": figures.get("control"),
+        **deltas(figures),
+        "verdict": result,
+        "notes": notes,
+        **(stopper.summary(step, total) if stopper is not None else {}),
+    }
     run.write_json(out_dir / "metrics.json", metrics)
     artifacts.append("metrics.json")
     if result is not None:

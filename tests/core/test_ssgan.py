@@ -63,6 +63,13 @@ def spec(**hp: Any) -> TrainSpec:
     return TrainSpec.model_validate({"method": "ssgan", "seed": 3, "hyperparameters": {**TINY, **features_net, **hp}})
 
 
+def newest(folder: Path) -> Path:
+    """The newest checkpoint of a run folder that must have one."""
+    path = latest_checkpoint(folder)
+    assert path is not None
+    return path
+
+
 def run_ssgan(out: Path, data: Dataset, **kwargs: Any) -> tuple[Any, list[ProgressUpdate]]:
     updates: list[ProgressUpdate] = []
     validation = kwargs.pop("validation", blobs(6, 6, seed=1) if data.layout.kind == "features" else None)
@@ -178,13 +185,13 @@ def test_freeze_blocks_keeps_the_base_weights_of_those_blocks(tmp_path: Path) ->
 
 def test_saved_model_is_the_ema_of_the_classifier(tmp_path: Path) -> None:
     run_ssgan(tmp_path / "ema", blobs(20, 5), spec=spec(ema_decay=0.9))
-    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "ema"))
+    ckpt = load_checkpoint(newest(tmp_path / "ema"))
     saved = load_file(str(tmp_path / "ema" / "model.safetensors"))
     assert all(torch.equal(saved[k], v) for k, v in ckpt["ema"]["module"].items())
     assert not all(torch.equal(saved[k], v) for k, v in ckpt["classifier"].items())
 
     run_ssgan(tmp_path / "raw", blobs(20, 5), spec=spec(ema_decay=0.0))
-    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "raw"))
+    ckpt = load_checkpoint(newest(tmp_path / "raw"))
     saved = load_file(str(tmp_path / "raw" / "model.safetensors"))
     assert ckpt["ema"] is None and all(torch.equal(saved[k], v) for k, v in ckpt["classifier"].items())
 
@@ -203,7 +210,7 @@ def test_nan_loss_raises_and_keeps_the_last_good_checkpoint(tmp_path: Path, monk
         run_ssgan(tmp_path, blobs(20, 5), spec=spec(checkpoint_every=5))
     assert info.value.code == "nan_loss" and "step 15" in info.value.message
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-00000005.pt", "ckpt-00000010.pt"]
-    good = load_checkpoint(latest_checkpoint(tmp_path))
+    good = load_checkpoint(newest(tmp_path))
     assert all(v.isfinite().all() for v in good["classifier"].values())
     assert not (tmp_path / "model.safetensors").exists()
 
@@ -218,7 +225,7 @@ def test_abort_writes_a_checkpoint_then_raises(tmp_path: Path) -> None:
     with pytest.raises(Aborted) as info:
         run_ssgan(tmp_path, blobs(20, 5), should_abort=abort_after_7_steps)
     assert info.value.code == "cancelled"
-    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 7
+    assert load_checkpoint(newest(tmp_path))["step"] == 7
     assert not (tmp_path / "model.safetensors").exists()
 
 

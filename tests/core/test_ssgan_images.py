@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
+from torch import nn
 
 from ganft_core import ssgan
 from ganft_core.augment import augment_policy
@@ -190,7 +192,7 @@ def test_optimizer_groups_split_head_from_backbone() -> None:
     net = registry.build("convnet", {"in_channels": 1, "num_classes": 3, "widths": [8, 8]})
     groups = optimizer_groups(net, 0.1)
     head, body = groups
-    assert {id(p) for p in head["params"]} == {id(p) for p in net.head.parameters()}
+    assert {id(p) for p in head["params"]} == {id(p) for p in cast(nn.Module, net.head).parameters()}
     assert head["scale"] == 1.0 and not head["backbone"]
     assert body["scale"] == 0.1 and body["backbone"]
     every = {id(p) for p in net.parameters()}
@@ -211,8 +213,7 @@ def test_replaced_head_warms_up_alone_then_the_backbone_trains_at_its_scale(
 
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
     base = base_convnet(tmp_path / "base", ["x", "y"])  # other classes: the head is replaced
-    spec = image_spec(head_warmup_steps=5, backbone_lr_scale=0.25, lr_d=1e-3, lr_decay_start=1.0,
-                      run_control=False)
+    spec = image_spec(head_warmup_steps=5, backbone_lr_scale=0.25, lr_d=1e-3, lr_decay_start=1.0, run_control=False)
     train(spec, band_images(12, 4), tmp_path / "run", base_model=base)
     assert len(seen) == TINY["steps"]
     assert all(head == 1e-3 and body == 0.0 for head, body in seen[:5])
@@ -268,8 +269,15 @@ def test_image_run_with_augmentation_and_pseudo_labels_resumes_bit_identical(
         return real_pl(*args)
 
     monkeypatch.setattr(ssgan, "pseudo_label_loss", counting)
-    spec = image_spec(steps=24, deterministic=True, checkpoint_every=8, eval_every=12, ema_decay=0.9,
-                      pseudo_label_threshold=0.4, augment={"translate": 0.25, "hflip": True})
+    spec = image_spec(
+        steps=24,
+        deterministic=True,
+        checkpoint_every=8,
+        eval_every=12,
+        ema_decay=0.9,
+        pseudo_label_threshold=0.4,
+        augment={"translate": 0.25, "hflip": True},
+    )
     data = band_images(12, 4)
     train(spec, data, tmp_path / "straight")
     assert calls["pl"] == 24  # the pseudo-label term ran at every step
@@ -323,20 +331,29 @@ def _images(side: int) -> Any:
     from ganft_core.data import Dataset, Layout
 
     x = np.random.RandomState(0).uniform(size=(6, 1, side, side)).astype(np.float32)
-    return Dataset(x=x, y=np.array([0, 1, 2, -1, -1, -1]), classes=["a", "b", "c"],
-                   layout=Layout("image", channels=1, height=side, width=side))
+    return Dataset(
+        x=x,
+        y=np.array([0, 1, 2, -1, -1, -1]),
+        classes=["a", "b", "c"],
+        layout=Layout("image", channels=1, height=side, width=side),
+    )
+
+
+def widths(net: nn.Module) -> list[int]:
+    """Output channels of each conv stage's first conv."""
+    return [cast(nn.Conv2d, cast(nn.Sequential, stage)[0]).out_channels for stage in cast(nn.ModuleList, net.stages)]
 
 
 def test_convnet_from_scratch_is_narrow_above_16_px_and_says_so() -> None:
     from ganft_core.ssgan_nets import build_classifier
 
     big = build_classifier(SsganHyperparameters(), _images(20), None)
-    assert [s[0].out_channels for s in big.net.stages] == [16, 32, 64]
+    assert widths(big.net) == [16, 32, 64]
     assert any("convnet widths (16, 32, 64)" in n for n in big.notes)
     small = build_classifier(SsganHyperparameters(), _images(8), None)  # 8×8 digits keep the registry widths
-    assert [s[0].out_channels for s in small.net.stages] == [32, 64, 128] and not small.notes
+    assert widths(small.net) == [32, 64, 128] and not small.notes
     chosen = build_classifier(SsganHyperparameters(architecture_arguments={"widths": [8, 8]}), _images(20), None)
-    assert [s[0].out_channels for s in chosen.net.stages] == [8, 8] and not chosen.notes  # the user's choice wins
+    assert widths(chosen.net) == [8, 8] and not chosen.notes  # the user's choice wins
 
 
 def test_unsupervised_weight_default_depends_on_the_data() -> None:
@@ -350,3 +367,34 @@ def test_unsupervised_weight_default_depends_on_the_data() -> None:
     explicit = SsganHyperparameters(unsupervised_weight=0.0)
     assert explicit.resolved_unsupervised_weight(image=True) == 0.0
     assert explicit.resolved_unsupervised_weight(image=False) == 0.0
+
+
+def test_unsupervised_rampup_is_a_bounded_sigmoid_from_near_zero_to_the_full_weight(tmp_path: Path) -> None:
+    assert ssgan.rampup_factor(0, 100, 0.0) == 1.0  # off: the full weight from the first step
+    ramp_up = [ssgan.rampup_factor(s, 100, 0.4) for s in range(100)]
+    assert ramp_up[0] == pytest.approx(np.exp(-5.0)) and ramp_up[20] == pytest.approx(np.exp(-1.25))
+    assert all(a < b for a, b in zip(ramp_up[:40], ramp_up[1:41], strict=True)) and set(ramp_up[40:]) == {1.0}
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError):
+            SsganHyperparameters(unsupervised_rampup=bad)
+    train(
+        image_spec(steps=20, log_every=2, unsupervised_weight=0.5, unsupervised_rampup=0.5),
+        band_images(12, 4),
+        tmp_path,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    weights = [r["unsupervised_weight"] for r in rows if r.get("event") == "step"]
+    assert weights[0] < 0.1 and weights[-1] == 0.5 and weights == sorted(weights)  # reported as it ramps
+
+
+def test_pseudo_label_temperature_gives_sharpened_soft_targets_under_the_same_mask() -> None:
+    weak = torch.tensor([[4.0, 0.0, 0.0], [0.1, 0.0, 0.0]])  # confident, unconfident
+    strong = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    hard = ssgan.pseudo_label_loss(weak, strong, 0.9)
+    assert hard == pytest.approx(F.cross_entropy(strong[:1], torch.tensor([0])).item() / 2)  # row 2 masked out
+    soft = ssgan.pseudo_label_loss(weak, strong, 0.9, temperature=0.5)
+    target = (weak[0] / 0.5).softmax(dim=0)
+    assert soft == pytest.approx(-(target * strong[0].log_softmax(dim=0)).sum().item() / 2)
+    assert ssgan.pseudo_label_loss(weak, strong, 0.9, temperature=1e-3) == pytest.approx(hard.item(), rel=1e-4)
+    with pytest.raises(ValueError):
+        SsganHyperparameters(pseudo_label_temperature=-1.0)
