@@ -22,7 +22,8 @@ from celery import Celery
 from sqlalchemy import Engine, select
 
 from ganft.db.session import session_scope
-from ganft.db.tables import Job
+from ganft.db.tables import Job, JobEvent
+from ganft.repo import quotas
 from ganft.settings import Settings
 from ganft.store import open_store
 from tests.reliability.conftest import Processes
@@ -31,6 +32,9 @@ from tests.worker.helpers import job_events, make_job, wait_for
 from worker.sweeper import broker_queue_length
 
 SOAK_SMALL = 6  # a training child costs ~5-8 s of CPU (spawn, torch import, export): 2 cores bound this
+# The jobs go round these tenants; the first may run one job at a time (`max_running_jobs` 1), so with two
+# workers its jobs queue while the others' run: the quota is checked under the same kill and restart.
+TENANTS = ("soak-limited", "soak-b", "soak-c")
 
 
 def _jobs_wanted() -> int:
@@ -52,13 +56,20 @@ def test_soak_with_a_worker_killed_loses_and_repeats_nothing(
     engine: Engine, rel_settings: Settings, processes: Processes
 ) -> None:
     """Tried: N tiny ssgan jobs (dispatched by the workers' sweep), two workers, the first one
-    SIGKILLed (with its trainer) while running a job once a job succeeded, then restarted.
+    SIGKILLed (with its trainer) while running a job once a job succeeded, then restarted; the jobs
+    belong to three tenants, one of them limited to one running job.
     Expect: every job ends succeeded; attempts count up by one per lost run (the killed job:
     attempt 2, resumed from its checkpoint); one success event, one artifact set and one output
-    model per job; nothing lost."""
+    model per job; nothing lost; the limited tenant never held two jobs at once."""
     count = _jobs_wanted()
     store = open_store(rel_settings.store_url)
-    job_ids = [make_job(engine, store, hyperparameters=TINY_SSGAN, seed=i) for i in range(count)]
+    job_ids = [
+        make_job(engine, store, hyperparameters=TINY_SSGAN, seed=i, tenant=TENANTS[i % len(TENANTS)])
+        for i in range(count)
+    ]
+    with session_scope(engine) as session:
+        quotas.set_quota(session, tenant_name=TENANTS[0], max_running_jobs=1)
+    limited = job_ids[:: len(TENANTS)]
     started = time.monotonic()
     victim = processes.start_worker("w1")
     processes.start_worker("w2")
@@ -99,6 +110,8 @@ def test_soak_with_a_worker_killed_loses_and_repeats_nothing(
         if output_models(engine, job_id) != 1:
             duplicates += 1
     assert duplicates == 0
+    overlaps = _overlaps(_held_periods(engine, limited))
+    assert not overlaps, overlaps  # the limited tenant ran at most one job at any time
     assert rows[killed_job].attempt == 2  # the run lost with w1 was run again, from the queue
     resumed_steps = _attempt_2_steps(engine, killed_job)
     if checkpoint_at_kill:
@@ -115,6 +128,8 @@ def test_soak_with_a_worker_killed_loses_and_repeats_nothing(
         "killed_job_first_step_of_attempt_2": min(resumed_steps) if resumed_steps else None,
         "killed_job_done_after_kill_s": round(_finished_at(engine, killed_job) - _wall(killed_at), 1),
         "duplicates": duplicates,
+        "limited_tenant_jobs": len(limited),
+        "limited_tenant_overlaps": len(overlaps),
         "lost": count - sum(1 for r in rows.values() if r.status in TERMINAL),
         **_messages(processes, rel_settings),
     }
@@ -135,6 +150,33 @@ def _messages(processes: Processes, settings: Settings) -> dict[str, int]:
     left = broker_queue_length(app)
     app.close()
     return {"messages_sent": sent, "duplicates_discarded": discarded, "messages_left": -1 if left is None else left}
+
+
+def _held_periods(engine: Engine, job_ids: list[str]) -> list[tuple[dt.datetime, dt.datetime, str]]:
+    """(from, to, job) for each attempt: its `running` status event to the job's next status event.
+
+    Both are written in the transactions that change the status (the claim, the reaper, the end), so a
+    job claimed once another ended has its `running` event after that job's end event."""
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(JobEvent.job_id, JobEvent.created_at, JobEvent.data)
+            .where(JobEvent.job_id.in_(job_ids), JobEvent.type == "status")
+            .order_by(JobEvent.job_id, JobEvent.seq)
+        ).all()
+    periods: list[tuple[dt.datetime, dt.datetime, str]] = []
+    opened: dict[str, dt.datetime] = {}
+    for job_id, at, data in rows:
+        if job_id in opened:
+            periods.append((opened.pop(job_id), at, job_id))
+        if data["status"] == "running":
+            opened[job_id] = at
+    assert not opened, opened  # every job ended
+    return periods
+
+
+def _overlaps(periods: list[tuple[dt.datetime, dt.datetime, str]]) -> list[tuple[str, str]]:
+    ordered = sorted(periods)
+    return [(a[2], b[2]) for a, b in zip(ordered, ordered[1:], strict=False) if b[0] < a[1]]
 
 
 def _row_checkpoint_step(engine: Engine, job_id: str) -> int | None:

@@ -65,13 +65,14 @@ def make_job(
     max_attempts: int = 3,
     max_runtime_s: int | None = None,
     seed: int = 0,
+    tenant: str = "worker-tests",
 ) -> str:
     """A tenant, a ready npz dataset in the store and a queued job, as the API would make them."""
     data = features_npz() if data is None else data
     hp = HYPERPARAMETERS[method].model_validate(hyperparameters or {}).model_dump()
     with session_scope(engine) as session:
-        tenant = keys.get_or_create_tenant(session, name="worker-tests")
-        dataset = Dataset(tenant_id=tenant.id, name="data.npz", format="npz", status="ready", size_bytes=len(data))
+        owner = keys.get_or_create_tenant(session, name=tenant)
+        dataset = Dataset(tenant_id=owner.id, name="data.npz", format="npz", status="ready", size_bytes=len(data))
         session.add(dataset)
         session.flush()
         dataset.storage_key = f"datasets/{dataset.id}/data"
@@ -79,7 +80,7 @@ def make_job(
         store.put_bytes(dataset.storage_key, data)
         job = jobs.create(
             session,
-            tenant_id=tenant.id,
+            tenant_id=owner.id,
             method=method,
             dataset_id=dataset.id,
             validation_dataset_id=None,
