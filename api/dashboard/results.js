@@ -167,6 +167,7 @@ export function detailBody(job) {
     job.forked_from ? ["Forked from", forkedFrom(job.forked_from)] : null,
     job.evaluator_model_id ? ["Evaluator", link(job.evaluator_model_id)] : null,
     ["Output model", link(job.output_model_id)],
+    ["Priority", job.priority],
     ["Seed", String(job.seed)],
     ["Attempt", String(job.attempt)],
     job.max_runtime_s ? ["Max runtime", fmtDuration(job.max_runtime_s)] : null,

@@ -27,7 +27,7 @@ CSV = b"f1,f2,label\n0.1,0.2,cat\n0.3,0.1,dog\n0.5,0.5,\n0.2,0.9,cat\n0.7,0.4,do
 EXPECTED_ERRORS = re.compile(r"status of 401")
 
 
-def create_job(base: str, key: str, steps: int) -> str:
+def create_job(base: str, key: str, steps: int, priority: str = "normal") -> str:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as api:
         upload = api.post("/v1/datasets", params={"name": "pets.csv", "format": "csv"}, content=CSV)
         assert upload.status_code == 201, upload.text
@@ -38,6 +38,7 @@ def create_job(base: str, key: str, steps: int) -> str:
                 "dataset_id": upload.json()["id"],
                 "hyperparameters": {"steps": steps},
                 "metadata": {"team": "vision"},
+                "priority": priority,
             },
         )
         assert job.status_code == 201, job.text
@@ -54,7 +55,7 @@ def test_dashboard_follows_a_job(
 ) -> None:
     page = browser.page
     key = make_key("acme")
-    job_id = create_job(live_server, key, steps=80)
+    job_id = create_job(live_server, key, steps=80, priority="high")
     worker = ScriptedJob(engine, open_store(settings.store_url), job_id, total=80, pause_at=40)
 
     # ---- the page asks for a key once; a wrong one is refused and asked for again
@@ -70,6 +71,7 @@ def test_dashboard_follows_a_job(
     row = f'tr[data-job-id="{job_id}"]'
     page.wait_for_selector(f'{row}[data-status="queued"]')
     assert page.inner_text(f"{row} td:nth-child(2)") == "ssgan"
+    assert page.inner_text(f"{row} td:nth-child(3)") == "high"  # a priority other than normal shows as a badge
     worker.start()
     assert worker.paused.wait(30) and worker.error is None, worker.error
     page.wait_for_selector(f'{row}[data-status="running"]')
@@ -85,6 +87,7 @@ def test_dashboard_follows_a_job(
     page.wait_for_selector("#event-log li.event-progress")
     assert "head replaced" in page.inner_text("#event-log")
     assert page.is_visible("text=Latest reported values")
+    assert page.inner_text("tr:has-text('Priority') td") == "high"
 
     # ---- it finishes: status, result table, sample grid, artifacts, the stream ends
     worker.resume()
