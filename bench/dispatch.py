@@ -2,7 +2,7 @@
 
 Target: p50 under 200 ms.
 
-    python bench/dispatch.py [--jobs 10] [--record]
+    python bench/dispatch.py [--jobs 10] [--store file|s3] [--record]
 
 Runs the production commands on 127.0.0.1: `uvicorn api.main:app --workers 1` and
 `celery -A worker.app worker -Q gpu --pool solo ...` (worker.app.worker_command), Redis database 14 as the broker, a
@@ -12,13 +12,15 @@ then, one after another, each job is created through the API, watched in the dat
 worker has let go of it (terminal status).
 
 Reported: the client's view (POST sent -> `running` seen in the database), the server's
-timestamps (created_at -> dispatched_at: the API's publish; -> started_at: the claim), and, as
-the alternative for scale, the `POST /v1/jobs` round trip itself.
+timestamps (created_at -> started_at: the claim), and, as the alternative for scale, the
+`POST /v1/jobs` round trip itself. `--store s3` runs the service over a private SeaweedFS
+(`s3://`, as bench/service_overhead.py does): the claim then stages the dataset from S3.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -38,9 +40,7 @@ def job_row(stack: common.Stack, job_id: str) -> Any:
     from ganft.db.tables import Job
 
     with session_scope(stack.engine()) as session:
-        return session.execute(
-            select(Job.status, Job.created_at, Job.dispatched_at, Job.started_at).where(Job.id == job_id)
-        ).one()
+        return session.execute(select(Job.status, Job.created_at, Job.started_at).where(Job.id == job_id)).one()
 
 
 def wait_until(stack: common.Stack, job_id: str, statuses: set[str], timeout_s: float) -> tuple[Any, float]:
@@ -71,19 +71,20 @@ def one_job(stack: common.Stack, client: httpx.Client, dataset_id: str, seed: in
         "job_id": job_id,
         "post_ms": (answered - sent) * 1000,
         "client_ms": (seen - sent) * 1000,
-        # None when the worker claimed the job before the API recorded its publish (the API only marks
-        # jobs that are still queued).
-        "publish_ms": None
-        if row.dispatched_at is None
-        else (row.dispatched_at - row.created_at).total_seconds() * 1000,
         "claim_ms": (row.started_at - row.created_at).total_seconds() * 1000,
     }
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": common.machine().__dict__, "jobs": []}
-    # A short grace: a cancelled job's child that has not reached its training loop yet is killed sooner.
-    with common.service_stack(GANFT_CANCEL_GRACE_S="1") as stack:
+    results["store"] = args.store
+    with contextlib.ExitStack() as stacks:
+        env = {"GANFT_CANCEL_GRACE_S": "1"}  # a cancelled child not yet in its training loop is killed sooner
+        if args.store == "s3":
+            from service_overhead import s3_store_env
+
+            env |= stacks.enter_context(s3_store_env())
+        stack = stacks.enter_context(common.service_stack(None, **env))
         key = stack.create_keys("bench", 1)[0]
         with common.api_server(stack, workers=1) as api, common.celery_worker(stack) as worker:
             dataset_id = common.upload_small_dataset(api.url, key)
@@ -114,22 +115,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     m = common.Machine(**results["machine"])
     jobs = results["jobs"]
     p50 = statistics.median(j["client_ms"] for j in jobs)
-    published = [j["publish_ms"] for j in jobs if j["publish_ms"] is not None]
     rows = [
         "| measure (ms) | p50 | p90 | max |",
         "| --- | --- | --- | --- |",
         f"| client: POST sent -> `running` seen (5 ms polls) | {_stats([j['client_ms'] for j in jobs])} |",
         f"| server: created_at -> started_at (the claim) | {_stats([j['claim_ms'] for j in jobs])} |",
-        f"| server: created_at -> dispatched_at (published; {len(published)} of {len(jobs)} recorded) "
-        f"| {_stats(published) if published else '- | - | -'} |",
         f"| alternative: the `POST /v1/jobs` round trip | {_stats([j['post_ms'] for j in jobs])} |",
     ]
     return (
         f"`python bench/dispatch.py {' '.join(args.argv)}` ({m.describe()}). {len(jobs)} jobs one after another "
         "after a warm-up job; `uvicorn api.main:app --workers 1` + `celery -A worker.app worker -Q gpu --pool solo` "
-        f"(worker.app.worker_command), Redis broker, Postgres; load average {results['load_before']} before, "
-        f"{results['load_after']} after. `dispatched_at` stays empty when the worker claims a job before the API "
-        "records its publish (it only marks jobs still queued).\n\n" + "\n".join(rows) + "\n\n"
+        f"(worker.app.worker_command), Redis broker, Postgres, artifact store {results.get('store', 'file')}://; "
+        f"load average {results['load_before']} before, {results['load_after']} after.\n\n" + "\n".join(rows) + "\n\n"
         f"Target p50 < {TARGET_P50_MS:.0f} ms: {p50:.0f} ms -> {'met' if p50 < TARGET_P50_MS else 'missed'}.\n"
     )
 
@@ -137,13 +134,17 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10, help="measured jobs (after one warm-up job)")
-    return common.parse_bench_args(parser, section="service: dispatch", argv=argv)
+    parser.add_argument("--store", choices=("file", "s3"), default="file", help="the service's artifact store")
+    args = common.parse_bench_args(parser, section="service: dispatch", argv=argv)
+    if args.store == "s3" and args.section == "service: dispatch":
+        args.section = "service: dispatch (S3 store)"
+    return args
 
 
 def main() -> None:
     args = parse_args()
     results = measure(args)
-    common.publish("dispatch", results, report(results, args), args)
+    common.publish("dispatch" if args.store == "file" else "dispatch_s3", results, report(results, args), args)
 
 
 if __name__ == "__main__":

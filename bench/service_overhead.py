@@ -147,7 +147,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env = {"GANFT_TORCH_THREADS": str(args.threads)}
         if args.store == "s3":
             env |= stacks.enter_context(s3_store_env())
-        stack = stacks.enter_context(common.service_stack(**env))
+        stack = stacks.enter_context(common.service_stack(None, **env))
         data = stack.data_dir / "digits.npz"
         data.write_bytes(digits_npz())
         spec_path = stack.data_dir / "spec.json"
