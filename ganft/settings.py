@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=60.0, gt=0)  # a job's lease; renewed every lease_s / 4
     reaper_interval_s: float = Field(default=10.0, gt=0)  # how often workers sweep expired leases
     max_attempts: int = Field(default=3, ge=1)  # worker_lost after this many lost attempts
+    # Preemption (ganft/repo/preemption.py): a `high` job rung this long ago and still queued (no worker
+    # free) has the newest running `low` job checkpointed and queued again, one at a time. Off by default.
+    preemption: bool = False
+    preempt_after_s: float = Field(default=30.0, gt=0)  # seconds a `high` job waits before it preempts
     cancel_grace_s: float = Field(default=5.0, ge=0)  # cooperative stop, then the child is killed
     progress_interval_s: float = Field(default=0.5, gt=0)  # at most one progress write per interval
     torch_threads: int = Field(default=0, ge=0, le=1024)  # CPU threads per training child; 0 = half the CPUs

@@ -4,6 +4,7 @@
        │                 │  ├──cancel──> cancelling ──> cancelled | succeeded | failed
        │                 │  └──pause───> pausing ──checkpoint──> paused ──resume──> queued
        │                 │                  │                      └──cancel──> cancelled
+       │                 │                  ├──checkpoint, preempted──> queued
        │                 │                  └──cancel──> cancelling (or succeeded | failed first)
        │                 └──lease expired (reaper)──> queued (attempt + 1)
        ├──pause──> paused
@@ -11,7 +12,8 @@
 
 `pausing` is held by a worker like `running`: the trainer checkpoints and stops, the worker
 records `paused` and is free; a worker lost while pausing leaves the job `paused` (its newest
-stored checkpoint is where it resumes).
+stored checkpoint is where it resumes). A job preempted for a waiting `high` one (GANFT_PREEMPTION,
+ganft/repo/preemption.py) pauses the same way and then goes back to `queued` instead of `paused`.
 
 Every status change in the service is a compare-and-set (`UPDATE ... WHERE status = <from>`),
 and the `<from>` states allowed for a target come from `sources(target)`.
@@ -43,7 +45,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     # The trainer may finish (or fail) before it notices the cancel request.
     "cancelling": frozenset({"cancelled", "succeeded", "failed"}),
     # Likewise for a pause; a cancel overrides it; a worker that shuts down meanwhile still pauses.
-    "pausing": frozenset({"paused", "cancelling", "succeeded", "failed"}),
+    # pausing -> queued: a preempted job, once checkpointed, waits for a worker again.
+    "pausing": frozenset({"paused", "queued", "cancelling", "succeeded", "failed"}),
     "paused": frozenset({"queued", "cancelled"}),
     "succeeded": frozenset(),
     "failed": frozenset(),

@@ -4,6 +4,8 @@
   (the next claim makes it attempt + 1 and resumes from the newest checkpoint), or fail with
   `worker_lost` once `max_attempts` attempts were lost (ganft/repo/lifecycle.py
   `reap_expired_leases`).
+- With GANFT_PREEMPTION, a `high` job waiting for a worker stops the newest running `low` job
+  (ganft/repo/preemption.py).
 - Queued jobs never sent to the broker (created while it was down, or just reaped) are sent.
   A job that ran before (attempt > 0) is sent with `PRIORITY_RETRY`, heard by an idle worker before
   the first messages of other jobs (`PRIORITY_FIRST`). Which job the woken worker claims is the
@@ -32,7 +34,7 @@ from sqlalchemy import Engine
 
 from ganft.db.session import get_engine, session_scope
 from ganft.db.tables import utcnow
-from ganft.repo import lifecycle
+from ganft.repo import lifecycle, preemption
 from ganft.settings import Settings
 from worker import retention, webhooks
 from worker.app import PRIORITY_FIRST, PRIORITY_RETRY, QUEUE, RUN_JOB
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SweepResult:
     reaped: list[tuple[str, str]] = field(default_factory=list)  # (job_id, new status)
+    preempted: preemption.Preemption | None = None
     dispatched: list[str] = field(default_factory=list)
 
 
@@ -60,6 +63,12 @@ def sweep_once(app: Celery, settings: Settings) -> SweepResult:
         result.reaped = lifecycle.reap_expired_leases(session)
     for job_id, status in result.reaped:
         log.warning("job %s: lease expired, now %s", job_id, status)
+    if settings.preemption:
+        with session_scope(engine) as session:
+            result.preempted = preemption.preempt_once(session, waited_s=settings.preempt_after_s)
+        if result.preempted:
+            log.warning("job %s: preempted for high-priority job %s (checkpoint, then queued again)",
+                        result.preempted.stopped, result.preempted.for_job)  # fmt: skip
     stale_before = utcnow() - dt.timedelta(seconds=REDISPATCH_AFTER_LEASES * settings.lease_s)
     stale_limit = _stale_allowance(app, engine, stale_before)
     with session_scope(engine) as session:

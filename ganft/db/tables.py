@@ -164,6 +164,9 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set with `pausing` when the job is preempted for this `high` job (ganft/repo/preemption.py): the
+    # stopped trainer's job goes back to `queued` instead of `paused`. Cleared by a user's pause.
+    preempted_by: Mapped[str | None] = mapped_column(String(40))
 
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)

@@ -155,8 +155,9 @@ def request_cancel(session: Session, *, job_id: str) -> Job:
 
 def request_pause(session: Session, *, job_id: str) -> Job:
     """Pause: queued -> paused at once, running -> pausing (the worker has the trainer checkpoint and
-    stop, then records `paused`). A job already pausing or paused is returned as is; any other
-    status raises InvalidTransition. Compare-and-set, like `request_cancel`."""
+    stop, then records `paused`). A job already pausing (a preempted one too: it now ends `paused`)
+    or paused is returned as is; any other status raises InvalidTransition. Compare-and-set, like
+    `request_cancel`."""
     paused = session.execute(
         update(Job).where(Job.id == job_id, Job.status == "queued").values(status="paused").returning(Job.id)
     ).first()
@@ -168,6 +169,12 @@ def request_pause(session: Session, *, job_id: str) -> Job:
         ).first()
         if pausing is not None:
             append_event(session, job_id=job_id, type="status", data={"status": "pausing"})
+        else:  # already pausing: if for a preemption, the user's pause wins (it ends paused, not queued)
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "pausing", Job.preempted_by.is_not(None))
+                .values(preempted_by=None)
+            )
     job = session.get_one(Job, job_id, populate_existing=True)
     if job.status not in ("pausing", "paused"):
         raise InvalidTransition(job.status, "paused")

@@ -413,28 +413,41 @@ def pause_job(session: Session, *, job_id: str, worker_id: str) -> str | None:
     checkpoint), or `cancelled` if a cancel came meanwhile. Returns the new status, None when lost.
 
     The attempt is given back (a pause is not a failed try: it does not count towards `max_attempts`).
+    A job preempted for a `high` one (`preempted_by`, ganft/repo/preemption.py) is `queued` instead.
     """
     status = current_status(session, job_id=job_id, worker_id=worker_id)
     if status is None:
         return None
     if status == "cancelling":
         return "cancelled" if end_job(session, job_id=job_id, worker_id=worker_id, status="cancelled") else None
-    paused = _changed(
+    row = session.execute(select(Job.checkpoint_step, Job.preempted_by).where(Job.id == job_id)).one()
+    new_status = "paused" if row.preempted_by is None else "queued"
+    stopped = _changed(
         session,
-        _update(_ours(job_id, worker_id), Job.status == "pausing").values(
-            status="paused",
+        _update(_ours(job_id, worker_id), Job.status == "pausing", _same_preemption(row.preempted_by)).values(
+            status=new_status,
             attempt=Job.attempt - 1,
             worker_id=None,
             lease_expires_at=None,
             dispatched_at=None,
             steps_per_second=None,
+            preempted_by=None,
         ),
     )
-    if not paused:
+    if not stopped:
         return None
-    step = session.scalar(select(Job.checkpoint_step).where(Job.id == job_id))
-    _status_event(session, job_id, "paused", checkpoint_step=step)
-    return "paused"
+    if new_status == "queued":
+        _status_event(
+            session, job_id, "queued", reason="preempted", by=row.preempted_by, checkpoint_step=row.checkpoint_step
+        )
+    else:
+        _status_event(session, job_id, "paused", checkpoint_step=row.checkpoint_step)
+    return new_status
+
+
+def _same_preemption(preempted_by: str | None) -> Any:
+    """The compare part for `preempted_by` as read: a user's pause that cleared it meanwhile wins."""
+    return Job.preempted_by.is_(None) if preempted_by is None else Job.preempted_by == preempted_by
 
 
 # ---------------------------------------------------------------- reaper and dispatch sweep
@@ -443,27 +456,27 @@ def pause_job(session: Session, *, job_id: str, worker_id: str) -> str | None:
 def reap_expired_leases(session: Session) -> list[tuple[str, str]]:
     """Jobs whose worker stopped renewing its lease: back to `queued` (attempt < max_attempts),
     else `failed` with `worker_lost`; a `cancelling` one becomes `cancelled`, a `pausing` one `paused`
-    (it resumes from its newest stored checkpoint).
+    (it resumes from its newest stored checkpoint), or `queued` when it was being preempted.
 
     Returns `(job_id, new_status)` for each job changed. Each change is a compare-and-set on
     the `(status, attempt)` seen, so two sweepers never both move a job.
     """
     now = utcnow()
     expired = session.execute(
-        select(Job.id, Job.status, Job.attempt, Job.max_attempts).where(
+        select(Job.id, Job.status, Job.attempt, Job.max_attempts, Job.preempted_by).where(
             Job.status.in_(HELD), Job.lease_expires_at < now
         )
     ).all()
     changed: list[tuple[str, str]] = []
-    for job_id, status, attempt, max_attempts in expired:
+    for job_id, status, attempt, max_attempts, preempted_by in expired:
         values: dict[str, Any] = {"worker_id": None, "lease_expires_at": None}
         event: dict[str, Any] = {"reason": "lease expired", "attempt": attempt}
         if status == "cancelling":
             new_status = "cancelled"
             values.update(finished_at=now)
-        elif status == "pausing":
-            new_status = "paused"
-            values.update(dispatched_at=None, steps_per_second=None)
+        elif status == "pausing":  # a preempted one waits for a worker again, from its newest checkpoint
+            new_status = "queued" if preempted_by is not None else "paused"
+            values.update(dispatched_at=None, steps_per_second=None, preempted_by=None)
         elif attempt < max_attempts:
             new_status = "queued"
             values.update(dispatched_at=None)
