@@ -49,6 +49,7 @@ def test_pause_paths() -> None:
         ("pausing", "paused"),
         ("pausing", "cancelling"),
         ("pausing", "succeeded"),
+        ("pausing", "queued"),  # preempted: checkpointed, then waits for a worker again
         ("paused", "queued"),
         ("paused", "cancelled"),
     ]:
