@@ -171,7 +171,7 @@ def _check_references(session: Session, tenant: Principal, spec: JobCreate) -> N
         if model.role not in allowed:
             raise invalid(
                 "base_model_id",
-                f"{spec.method} starts from a {' or '.join(allowed)} model; {model.id!r} is a {model.role}",
+                f"{spec.method} starts from a {' or '.join(allowed)} model; {model.id!r} is {_a(model.role)}",
             )
         layout = (model.config or {}).get("input_layout") or {}
         reads_text = model.role == "encoder" or layout.get("kind") == "text"
@@ -188,8 +188,13 @@ def _check_references(session: Session, tenant: Principal, spec: JobCreate) -> N
             raise invalid("evaluator_model_id", f"model {spec.evaluator_model_id!r} not found")
         if evaluator.role != "classifier":
             raise invalid(
-                "evaluator_model_id", f"the evaluator must be a classifier; {evaluator.id!r} is a {evaluator.role}"
+                "evaluator_model_id", f"the evaluator must be a classifier; {evaluator.id!r} is {_a(evaluator.role)}"
             )
+
+
+def _a(role: str) -> str:
+    """`role` with its article: "a classifier", "an encoder"."""
+    return f"an {role}" if role[:1] in "aeiou" else f"a {role}"
 
 
 @router.get("", response_model=ListOf[JobOut])
