@@ -21,7 +21,10 @@ class ApiError(Exception):
 
     def __str__(self) -> str:
         lines = [f"HTTP {self.status}: {self.detail}"]
-        lines += [f"  {e.get('field', '?')}: {e.get('message', '')}" for e in self.errors]
+        for error in self.errors:
+            line = f"{error.get('field', '?')}: {error.get('message', '')}"
+            if line != self.detail:  # a one-field 422's detail is already that line: say it once
+                lines.append(f"  {line}")
         return "\n".join(lines)
 
 
