@@ -123,6 +123,8 @@ def register_artifact(stack: common.Stack, dataset: dict[str, Any], store_root: 
 
     with session_scope(stack.engine()) as session:
         row = session.get_one(Dataset, dataset["id"])
+        if row.storage_key is None:  # (nullable: a resumable upload's row exists before its file does)
+            raise RuntimeError(f"dataset {row.id} has no stored file")
         job = jobs.create(
             session, tenant_id=row.tenant_id, method="ssgan", dataset_id=row.id, validation_dataset_id=None,
             base_model_id=None, evaluator_model_id=None, hyperparameters={}, seed=0, max_runtime_s=None,
