@@ -415,26 +415,31 @@ def pause_job(session: Session, *, job_id: str, worker_id: str) -> str | None:
     The attempt is given back (a pause is not a failed try: it does not count towards `max_attempts`).
     A job preempted for a `high` one (`preempted_by`, ganft/repo/preemption.py) is `queued` instead.
     """
-    status = current_status(session, job_id=job_id, worker_id=worker_id)
-    if status is None:
-        return None
-    if status == "cancelling":
-        return "cancelled" if end_job(session, job_id=job_id, worker_id=worker_id, status="cancelled") else None
-    row = session.execute(select(Job.checkpoint_step, Job.preempted_by).where(Job.id == job_id)).one()
-    new_status = "paused" if row.preempted_by is None else "queued"
-    stopped = _changed(
-        session,
-        _update(_ours(job_id, worker_id), Job.status == "pausing", _same_preemption(row.preempted_by)).values(
-            status=new_status,
-            attempt=Job.attempt - 1,
-            worker_id=None,
-            lease_expires_at=None,
-            dispatched_at=None,
-            steps_per_second=None,
-            preempted_by=None,
-        ),
-    )
-    if not stopped:
+    for _ in range(3):  # a user's pause may clear `preempted_by` between the read and the update: read again
+        status = current_status(session, job_id=job_id, worker_id=worker_id)
+        if status is None:
+            return None
+        if status == "cancelling":
+            return "cancelled" if end_job(session, job_id=job_id, worker_id=worker_id, status="cancelled") else None
+        row = session.execute(
+            select(Job.checkpoint_step, Job.preempted_by).where(Job.id == job_id).with_for_update()
+        ).one()
+        new_status = "paused" if row.preempted_by is None else "queued"
+        stopped = _changed(
+            session,
+            _update(_ours(job_id, worker_id), Job.status == "pausing", _same_preemption(row.preempted_by)).values(
+                status=new_status,
+                attempt=Job.attempt - 1,
+                worker_id=None,
+                lease_expires_at=None,
+                dispatched_at=None,
+                steps_per_second=None,
+                preempted_by=None,
+            ),
+        )
+        if stopped:
+            break
+    else:
         return None
     if new_status == "queued":
         _status_event(
