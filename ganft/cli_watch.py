@@ -31,7 +31,8 @@ class ProgressView(Progress):
             self.advance(int(data["step"]), int(data.get("total_steps") or 0), data.get("metrics") or {},
                          data.get("steps_per_second"))  # fmt: skip
         elif event.type == "status":
-            reason = f" ({data['reason']})" if data.get("reason") else ""
+            why = " ".join(str(v) for v in (data.get("reason"), data.get("by") and f"by {data['by']}") if v)
+            reason = f" ({why})" if why else ""  # e.g. "(preempted by job_...)"
             error = data.get("error") or {}
             said = f": {error.get('code')}: {error.get('message')}" if error else ""
             self.line(f"status: {data.get('status')}{reason}{said}")

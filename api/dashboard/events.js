@@ -16,7 +16,7 @@ export function summary(event) {
     case "status": {
       const extra = [
         d.attempt ? `attempt ${d.attempt}` : "",
-        d.reason || "",
+        d.reason ? (d.by ? `${d.reason} by ${d.by}` : d.reason) : "",
         d.error ? `${d.error.code}: ${d.error.message}` : "",
         d.output_model_id ? `model ${d.output_model_id}` : "",
       ].filter(Boolean);

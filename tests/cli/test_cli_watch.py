@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from ganft.db.session import session_scope
-from ganft.repo import lifecycle
+from ganft.repo import jobs, lifecycle
 from ganft.repo.lifecycle import ArtifactRecord, EventRecord, MetricPoint, OutputModel
 from tests.cli.helpers import Ganft
 from tests.sdk.test_client import tiny_npz
@@ -95,6 +95,9 @@ def test_plain_progress_lines_off_a_terminal(ganft: Ganft, engine: Engine, tmp_p
     job_id = _job(ganft, tmp_path)
     _run(engine, job_id, [(2, {"loss_d": 1.5}, None), (5, {"loss_d": 0.9}, EVALUATION),
                           (10, {"loss_d": 0.05}, None)])  # fmt: skip
+    with session_scope(engine) as session:  # preempted at the last step; the trainer finishes first (legal)
+        jobs.append_event(session, job_id=job_id, type="status",
+                          data={"status": "pausing", "reason": "preempted", "by": "job_high"})  # fmt: skip
     _succeed(engine, job_id, {"ssgan": {"accuracy": 0.5, "macro_f1": 0.4}, "control": None, "verdict": None})
     done = ganft.run("jobs", "watch", job_id, "--every", "0")
     assert done.returncode == 0, done.stderr
@@ -107,6 +110,7 @@ def test_plain_progress_lines_off_a_terminal(ganft: Ganft, engine: Engine, tmp_p
         "eval 5/10: acc 0.5000 F1 0.4000 | control acc 0.4500 F1 0.4000 | +5.0 pt",
         "step 5/10 (50%) 2.5 step/s eta 0:00:02 acc 0.5000 D 0.9",
         "step 10/10 (100%) 2.5 step/s eta 0:00:00 acc 0.5000 D 0.05",
+        "status: pausing (preempted by job_high)",
         "status: succeeded",
     ], done.stderr
     assert done.stdout.startswith(f"{job_id} succeeded: ssgan")
