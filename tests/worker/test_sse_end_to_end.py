@@ -33,7 +33,7 @@ from ganft.store import Store
 from tests.worker.helpers import WorkerProcess, job_events, make_job
 from tests.worker.test_worker_process import _send
 
-HP = {"steps": 1500, "log_every": 10, "eval_every": 250, "checkpoint_every": 100_000, "batch_size": 32}
+HP = {"steps": 600, "log_every": 10, "eval_every": 100, "checkpoint_every": 100_000, "batch_size": 32}
 LINE_POLL_S = 0.003  # how often the metrics.jsonl watcher looks for new lines
 
 
@@ -117,7 +117,7 @@ def test_a_real_job_streams_every_event_to_a_connected_client(
     assert [(e["seq"], e["type"], e["data"]) for e in received] == stored, worker.logs()
     assert received[-1]["data"]["status"] == "succeeded"
     evaluations = [e for e in received if e["type"] == "evaluation"]
-    assert [e["data"]["step"] for e in evaluations] == [250, 500, 750, 1000, 1250, 1500]
+    assert [e["data"]["step"] for e in evaluations] == [100, 200, 300, 400, 500, 600]
 
     # Figures (printed, not asserted).
     committed = [e["received_at"] - dt.datetime.fromisoformat(e["created_at"]).timestamp() for e in received[1:]]
