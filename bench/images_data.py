@@ -134,5 +134,7 @@ def fashion_split(seed: int, per_class: int = 100) -> tuple[Dataset, Dataset]:
     y_tr = _idx("train-labels-idx1-ubyte.gz").astype(np.int64)
     x_te = _idx("t10k-images-idx3-ubyte.gz").reshape(-1, 1, 28, 28)
     y_te = _idx("t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    return (Dataset(x_tr / np.float32(255), _semi(y_tr, per_class, seed), classes, layout),
-            Dataset(x_te / np.float32(255), y_te, classes, layout))
+    return (
+        Dataset(x_tr / np.float32(255), _semi(y_tr, per_class, seed), classes, layout),
+        Dataset(x_te / np.float32(255), y_te, classes, layout),
+    )

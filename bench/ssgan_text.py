@@ -45,8 +45,14 @@ CLASSES = ["fresh", "rotten"]
 # The CPU budget of the table (2 shared cores, < 30 min for 6 runs): chosen by measurement on seed 1
 # (bench/RESULTS.md, "ssgan on text"); everything else is the product's default.
 BENCH_HYPERPARAMETERS: dict[str, Any] = {
-    "steps": 60, "batch_size": 8, "unlabeled_batch_size": 8, "freeze_blocks": 6,
-    "eval_every": 60, "checkpoint_every": 60, "keep_checkpoints": 1, "log_every": 20,
+    "steps": 60,
+    "batch_size": 8,
+    "unlabeled_batch_size": 8,
+    "freeze_blocks": 6,
+    "eval_every": 60,
+    "checkpoint_every": 60,
+    "keep_checkpoints": 1,
+    "log_every": 20,
 }
 
 
@@ -78,19 +84,22 @@ def split(rows: list[dict[str, str]], n_test: int) -> tuple[list[dict[str, str]]
     return [r for r in rows if r["movie_name"] not in test_movies], [r for r in rows if r["movie_name"] in test_movies]
 
 
-def task(pool: list[dict[str, str]], test: list[dict[str, str]], labels: int, unlabeled: int,
-         seed: int) -> tuple[TextDataset, TextDataset]:
+def task(
+    pool: list[dict[str, str]], test: list[dict[str, str]], labels: int, unlabeled: int, seed: int
+) -> tuple[TextDataset, TextDataset]:
     rng = np.random.RandomState(seed)
     y_pool = np.array([CLASSES.index(r["category"]) for r in pool])
-    lab = np.concatenate([rng.permutation(np.flatnonzero(y_pool == c))[: labels // len(CLASSES)]
-                          for c in range(len(CLASSES))])
+    lab = np.concatenate(
+        [rng.permutation(np.flatnonzero(y_pool == c))[: labels // len(CLASSES)] for c in range(len(CLASSES))]
+    )
     rest = np.setdiff1d(np.arange(len(pool)), lab)
     unl = rng.permutation(rest)[:unlabeled]
     index = np.concatenate([lab, unl])
     y = np.concatenate([y_pool[lab], np.full(len(unl), -1)])
     train_ds = TextDataset([pool[i]["text"] for i in index], y, list(CLASSES))
-    test_ds = TextDataset([r["text"] for r in test], np.array([CLASSES.index(r["category"]) for r in test]),
-                          list(CLASSES))
+    test_ds = TextDataset(
+        [r["text"] for r in test], np.array([CLASSES.index(r["category"]) for r in test]), list(CLASSES)
+    )
     return train_ds, test_ds
 
 
@@ -118,8 +127,11 @@ def cpu_seconds() -> float:
 def show(update: ProgressUpdate) -> None:
     if update.kind == "step":
         m = update.metrics
-        print(f"    step {update.step}: loss_d {m['loss_d']:.3f} loss_g {m['loss_g']:.4f} "
-              f"control {m.get('loss_control', float('nan')):.3f}", flush=True)
+        print(
+            f"    step {update.step}: loss_d {m['loss_d']:.3f} loss_g {m['loss_g']:.4f} "
+            f"control {m.get('loss_control', float('nan')):.3f}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -152,51 +164,80 @@ def main() -> None:
                 result = train(spec, data, Path(out), validation=val, device="cpu", progress=show)
                 wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
             m = result.metrics
-            row = {"labels": labels, "seed": seed, "ssgan_acc": m["ssgan"]["accuracy"],
-                   "control_acc": m["control"]["accuracy"], "ssgan_f1": m["ssgan"]["macro_f1"],
-                   "control_f1": m["control"]["macro_f1"], "outcome": m["verdict"]["outcome"],
-                   "wall_s": wall, "cpu_s": cpu, "steps_per_s": m["timing"]["steps_per_second"],
-                   "loop_s": m["timing"]["loop_seconds"]}
+            row = {
+                "labels": labels,
+                "seed": seed,
+                "ssgan_acc": m["ssgan"]["accuracy"],
+                "control_acc": m["control"]["accuracy"],
+                "ssgan_f1": m["ssgan"]["macro_f1"],
+                "control_f1": m["control"]["macro_f1"],
+                "outcome": m["verdict"]["outcome"],
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "steps_per_s": m["timing"]["steps_per_second"],
+                "loop_s": m["timing"]["loop_seconds"],
+            }
             rows.append(row)
-            print(f"labels {labels} seed {seed}: GAN-BERT acc {row['ssgan_acc']:.4f} F1 {row['ssgan_f1']:.4f} | "
-                  f"control acc {row['control_acc']:.4f} F1 {row['control_f1']:.4f} | "
-                  f"delta {100 * (row['ssgan_acc'] - row['control_acc']):+.1f} pts | {wall:.0f} s wall, "
-                  f"{cpu:.0f} CPU-s, {row['steps_per_s']:.3f} steps/s", flush=True)
+            print(
+                f"labels {labels} seed {seed}: GAN-BERT acc {row['ssgan_acc']:.4f} F1 {row['ssgan_f1']:.4f} | "
+                f"control acc {row['control_acc']:.4f} F1 {row['control_f1']:.4f} | "
+                f"delta {100 * (row['ssgan_acc'] - row['control_acc']):+.1f} pts | {wall:.0f} s wall, "
+                f"{cpu:.0f} CPU-s, {row['steps_per_s']:.3f} steps/s",
+                flush=True,
+            )
     table_wall, table_cpu = time.perf_counter() - table_wall, cpu_seconds() - table_cpu
     print(f"table: {table_wall:.0f} s wall, {table_cpu:.0f} CPU-s")
     if args.record:
         record(rows, hyper, args, table_wall, table_cpu, len(pool), len(test))
 
 
-def record(rows: list[dict[str, Any]], hyper: dict[str, Any], args: argparse.Namespace, wall: float, cpu: float,
-           n_pool: int, n_test: int) -> None:
-    lines = ["| labels | seed | GAN-BERT acc | control acc | delta (pts) | GAN-BERT macro-F1 | control macro-F1 | "
-             "verdict | wall s | CPU-s | steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+def record(
+    rows: list[dict[str, Any]],
+    hyper: dict[str, Any],
+    args: argparse.Namespace,
+    wall: float,
+    cpu: float,
+    n_pool: int,
+    n_test: int,
+) -> None:
+    lines = [
+        "| labels | seed | GAN-BERT acc | control acc | delta (pts) | GAN-BERT macro-F1 | control macro-F1 | "
+        "verdict | wall s | CPU-s | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     summary = []
     for labels in args.labels:
         mine = [r for r in rows if r["labels"] == labels]
         for r in mine:
-            lines.append(f"| {labels} | {r['seed']} | {r['ssgan_acc']:.4f} | {r['control_acc']:.4f} | "
-                         f"{100 * (r['ssgan_acc'] - r['control_acc']):+.1f} | {r['ssgan_f1']:.4f} | "
-                         f"{r['control_f1']:.4f} | {r['outcome']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
-                         f"{r['steps_per_s']:.3f} |")
+            lines.append(
+                f"| {labels} | {r['seed']} | {r['ssgan_acc']:.4f} | {r['control_acc']:.4f} | "
+                f"{100 * (r['ssgan_acc'] - r['control_acc']):+.1f} | {r['ssgan_f1']:.4f} | "
+                f"{r['control_f1']:.4f} | {r['outcome']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
+                f"{r['steps_per_s']:.3f} |"
+            )
         s, c = np.mean([r["ssgan_acc"] for r in mine]), np.mean([r["control_acc"] for r in mine])
         sf, cf = np.mean([r["ssgan_f1"] for r in mine]), np.mean([r["control_f1"] for r in mine])
         lines.append(f"| {labels} | mean | {s:.4f} | {c:.4f} | {100 * (s - c):+.1f} | {sf:.4f} | {cf:.4f} | | | | |")
         every = all(r["ssgan_acc"] >= r["control_acc"] for r in mine)
-        summary.append(f"{labels} labels: GAN-BERT >= control on every seed: **{'yes' if every else 'no'}**; "
-                       f"mean {100 * (s - c):+.1f} points")
+        summary.append(
+            f"{labels} labels: GAN-BERT >= control on every seed: **{'yes' if every else 'no'}**; "
+            f"mean {100 * (s - c):+.1f} points"
+        )
     spec = TrainSpec.model_validate({"method": "ssgan", "hyperparameters": hyper}).hyperparameters
-    body = (f"`python bench/ssgan_text.py{' --set ' + ' '.join(args.set) if args.set else ''}` — commit "
-            f"`{commit()}`, {machine()}, torch {torch.__version__}, {args.threads} threads. The 2-core machine is "
-            "shared with other engineers' work while this ran, so wall seconds are noisy; CPU-s are this process's "
-            "user + system time (all threads). Seconds are the whole `train()` call: tokenising, both runs "
-            "(GAN-BERT and the control), evaluation, the two torch.export programs and the final checkpoint.\n\n"
-            f"Data: {n_pool} training-pool and {n_test} test snippets (split by movie), "
-            f"unlabeled pool {args.pool}, max length {spec.text.max_length} tokens.\n\n"
-            f"Hyperparameters (non-default): `{json.dumps(hyper)}`\n\n" + "\n".join(lines) + "\n\n"
-            + "\n".join(f"- {s}" for s in summary)
-            + f"\n- whole table: {wall:.0f} s wall ({wall / 60:.1f} min), {cpu:.0f} CPU-s\n")
+    body = (
+        f"`python bench/ssgan_text.py{' --set ' + ' '.join(args.set) if args.set else ''}` — commit "
+        f"`{commit()}`, {machine()}, torch {torch.__version__}, {args.threads} threads. The 2-core machine is "
+        "shared with other engineers' work while this ran, so wall seconds are noisy; CPU-s are this process's "
+        "user + system time (all threads). Seconds are the whole `train()` call: tokenising, both runs "
+        "(GAN-BERT and the control), evaluation, the two torch.export programs and the final checkpoint.\n\n"
+        f"Data: {n_pool} training-pool and {n_test} test snippets (split by movie), "
+        f"unlabeled pool {args.pool}, max length {spec.text.max_length} tokens.\n\n"
+        f"Hyperparameters (non-default): `{json.dumps(hyper)}`\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + "\n".join(f"- {s}" for s in summary)
+        + f"\n- whole table: {wall:.0f} s wall ({wall / 60:.1f} min), {cpu:.0f} CPU-s\n"
+    )
     write_section("ssgan text", body)
 
 

@@ -242,8 +242,12 @@ def add_commands(commands: Any) -> None:
     upload.add_argument("path", type=Path)
     upload.add_argument("--name", default=None)
     upload.add_argument("--format", choices=("npz", "csv", "imagefolder", "text"), default=None)
-    upload.add_argument("--resumable-above-mib", type=_whole(0), default=RESUMABLE_ABOVE_MIB,
-                        help=f"files larger than this (MiB) go up in resumable parts (default {RESUMABLE_ABOVE_MIB})")
+    upload.add_argument(
+        "--resumable-above-mib",
+        type=_whole(0),
+        default=RESUMABLE_ABOVE_MIB,
+        help=f"files larger than this (MiB) go up in resumable parts (default {RESUMABLE_ABOVE_MIB})",
+    )
     upload.add_argument("--part-mib", type=_whole(1), default=64, help="part size of a resumable upload (MiB)")
     upload.add_argument("--resume", metavar="UPLOAD_ID", default=None, help="carry on an interrupted upload")
     upload.set_defaults(run=with_client(_datasets_upload))

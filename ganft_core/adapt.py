@@ -82,12 +82,19 @@ def train_adapt(
     # the next batch can be drawn and prefetched early without moving any other random stream.
     idx_gen = torch.Generator(device=device if reals.on_device else "cpu").manual_seed(seed + INDEX_SEED_OFFSET)
     eval_data = validation if validation is not None else data
-    run.write_spec(out_dir, {
-        "method": "adapt", "hyperparameters": hp.model_dump(), "seed": seed,
-        "data": dataset_stats(data), "validation": dataset_stats(validation) if validation is not None else None,
-        "data_path": {"on_device": reals.on_device, "stored_bytes": reals.nbytes, "storage": data.storage},
-        "base_model": str(base_model) if base_model else None, "device": str(device),
-    })
+    run.write_spec(
+        out_dir,
+        {
+            "method": "adapt",
+            "hyperparameters": hp.model_dump(),
+            "seed": seed,
+            "data": dataset_stats(data),
+            "validation": dataset_stats(validation) if validation is not None else None,
+            "data_path": {"on_device": reals.on_device, "stored_bytes": reals.nbytes, "storage": data.storage},
+            "base_model": str(base_model) if base_model else None,
+            "device": str(device),
+        },
+    )
 
     # ---------------------------------------------------------------- nets and optimisers
     nets = build_nets(hp, data.layout, base_model)
@@ -112,14 +119,22 @@ def train_adapt(
     use_ada = hp.ada and bool(ops)  # with no augmentation ops, p means nothing: reported as 0
     p0 = hp.augment_p if hp.augment_p is not None else (0.0 if use_ada else 1.0)
     p0 = p0 if ops else 0.0
-    ada = AdaController(target=hp.ada_target, interval=hp.ada_interval, speed_images=hp.ada_speed_images,
-                        batch_size=hp.batch_size, p=p0, device=device)
+    ada = AdaController(
+        target=hp.ada_target,
+        interval=hp.ada_interval,
+        speed_images=hp.ada_speed_images,
+        batch_size=hp.batch_size,
+        p=p0,
+        device=device,
+    )
     ev = load_evaluator(evaluator=evaluator, inception_weights=inception_weights)
     ev = ev.to(device) if ev is not None else None
     real_stats = None
     if hp.early_stopping is not None and ev is None:
-        raise SpecError("early_stopping watches FID, which needs an evaluator model or Inception weights",
-                        field="hyperparameters.early_stopping")
+        raise SpecError(
+            "early_stopping watches FID, which needs an evaluator model or Inception weights",
+            field="hyperparameters.early_stopping",
+        )
     stopper = EarlyStopper(hp.early_stopping, metric="fid", higher_is_better=False) if hp.early_stopping else None
     if ev is not None:
         real_stats = FeatureStats.of_batches(ev, _Fitted(eval_data.feed(device, max_device_bytes=0), fit_eval))
@@ -151,13 +166,26 @@ def train_adapt(
         progress(ProgressUpdate("log", step, hp.steps, {}, message=note))
 
     def save(at: int) -> None:
-        path = run.save_checkpoint(out_dir, at, {
-            "method": "adapt", "step": at, "G": g.state_dict(), "D": d.state_dict(), "G_ema": ema.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "ada": ada.state_dict(),
-            "rng": run.capture_rng_state(), "index_rng": idx_state, "history": history,
-            "elapsed_s": time.monotonic() - started,
-            "early_stopping": stopper.state_dict() if stopper is not None else None,
-        }, keep_last=3)
+        path = run.save_checkpoint(
+            out_dir,
+            at,
+            {
+                "method": "adapt",
+                "step": at,
+                "G": g.state_dict(),
+                "D": d.state_dict(),
+                "G_ema": ema.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "ada": ada.state_dict(),
+                "rng": run.capture_rng_state(),
+                "index_rng": idx_state,
+                "history": history,
+                "elapsed_s": time.monotonic() - started,
+                "early_stopping": stopper.state_dict() if stopper is not None else None,
+            },
+            keep_last=3,
+        )
         progress(ProgressUpdate("checkpoint", at, hp.steps, {}, path=str(path.relative_to(out_dir))))
 
     def evaluate(at: int) -> dict[str, float]:
@@ -239,8 +267,13 @@ def train_adapt(
         step += 1
 
         # ---- log, evaluate, checkpoint (the only host syncs)
-        last = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "r1": r1.detach(),
-                "d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        last = {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "r1": r1.detach(),
+            "d_real": d_real.detach().mean(),
+            "d_fake": d_fake.detach().mean(),
+        }
         nonfinite |= ~torch.isfinite(loss_d.detach() + loss_g.detach())
         if step % hp.log_every == 0 or step == hp.steps:
             scalars = _check(nonfinite, last, step)
@@ -268,9 +301,20 @@ def train_adapt(
         if stopper.best_state is not None:  # early stopping: the best evaluated step's weights
             ema.module.load_state_dict(stopper.best_state["G_ema"])
             d.load_state_dict(stopper.best_state["D"])
-    return _finish(hp, image, out_dir, g_ema=ema.module, d=d, history=history, ev=ev, z_dim=nets.z_dim,
-                   against="validation set" if validation is not None else "training images",
-                   started=started, progress=progress, early_stopping=summary)
+    return _finish(
+        hp,
+        image,
+        out_dir,
+        g_ema=ema.module,
+        d=d,
+        history=history,
+        ev=ev,
+        z_dim=nets.z_dim,
+        against="validation set" if validation is not None else "training images",
+        started=started,
+        progress=progress,
+        early_stopping=summary,
+    )
 
 
 Fit = Callable[[torch.Tensor], torch.Tensor]
@@ -289,6 +333,7 @@ def fit_images(policy: str, data: Layout, image: Layout) -> tuple[Fit, Fit, str 
         return _same, _same, None
     size = f"{data.width}×{data.height} images, {w}×{h} networks"
     if policy == "resize":
+
         def resize(x: torch.Tensor) -> torch.Tensor:
             return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 
@@ -329,8 +374,10 @@ class _Fitted:
 def _check(nonfinite: torch.Tensor, last: dict[str, torch.Tensor], step: int) -> dict[str, float]:
     """Host sync: the latest losses as floats, or NanLossError if any loss went non-finite since the last check."""
     if bool(nonfinite):
-        raise NanLossError(f"a GAN loss became NaN or infinite before step {step}; lower the learning rates "
-                           "or raise r1_gamma. The last good checkpoint is kept.")
+        raise NanLossError(
+            f"a GAN loss became NaN or infinite before step {step}; lower the learning rates "
+            "or raise r1_gamma. The last good checkpoint is kept."
+        )
     return run.ensure_finite(last, step) if last else {}
 
 
@@ -341,40 +388,74 @@ def _sample(g: torch.nn.Module, z: torch.Tensor, batch: int = 256) -> torch.Tens
         return torch.cat([g(z[i : i + batch]).float() for i in range(0, z.shape[0], batch)])
 
 
-def _fid_kid(g: torch.nn.Module, ev: Evaluator, real: FeatureStats, n: int, z_dim: int,
-             device: torch.device) -> dict[str, float]:
+def _fid_kid(
+    g: torch.nn.Module, ev: Evaluator, real: FeatureStats, n: int, z_dim: int, device: torch.device
+) -> dict[str, float]:
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(EVAL_SEED)).to(device)
     fake = FeatureStats.of(ev.features(_sample(g, z)))
-    return {"fid": frechet_distance(fake.mu, fake.sigma, real.mu, real.sigma),
-            "kid": kernel_inception_distance(fake.features, real.features)}
+    return {
+        "fid": frechet_distance(fake.mu, fake.sigma, real.mu, real.sigma),
+        "kid": kernel_inception_distance(fake.features, real.features),
+    }
 
 
-def _finish(hp: AdaptHyperparameters, image: Layout, out_dir: Path, *, g_ema: torch.nn.Module, d: torch.nn.Module,
-            history: list[dict[str, float]], ev: Evaluator | None, z_dim: int, against: str, started: float,
-            progress: ProgressFn, early_stopping: dict[str, Any]) -> RunResult:
+def _finish(
+    hp: AdaptHyperparameters,
+    image: Layout,
+    out_dir: Path,
+    *,
+    g_ema: torch.nn.Module,
+    d: torch.nn.Module,
+    history: list[dict[str, float]],
+    ev: Evaluator | None,
+    z_dim: int,
+    against: str,
+    started: float,
+    progress: ProgressFn,
+    early_stopping: dict[str, Any],
+) -> RunResult:
     """Write the EMA generator (model.* and generator.*), D, model.pt2 and metrics.json."""
     layout = image.to_dict()
     shape = "×".join(str(v) for v in image.shape())
-    g_note = (f"EMA of G (decay {hp.ema_decay}); input z: N×{z_dim} float32 ~ N(0, I); "
-              f"output: N×{shape} images in [0, 1]")
+    g_note = (
+        f"EMA of G (decay {hp.ema_decay}); input z: N×{z_dim} float32 ~ N(0, I); output: N×{shape} images in [0, 1]"
+    )
     g_cpu, d_cpu = g_ema.to("cpu"), d.to("cpu")
     g_meta = meta_for(g_cpu, input_layout=layout, notes=[g_note])
     save_model(g_cpu, g_meta, out_dir, "model")
     save_model(g_cpu, g_meta, out_dir, "generator")
-    save_model(d_cpu.eval(), meta_for(d_cpu, input_layout=layout, notes=["the adapted discriminator (raw logits)"]),
-               out_dir, "discriminator")
+    save_model(
+        d_cpu.eval(),
+        meta_for(d_cpu, input_layout=layout, notes=["the adapted discriminator (raw logits)"]),
+        out_dir,
+        "discriminator",
+    )
     export_program(g_cpu, torch.randn(2, z_dim), out_dir / "model.pt2")
     best_step = early_stopping.get("early_stopping", {}).get("best_step")
     final = next((h for h in history if h["step"] == best_step), history[-1])  # the figures of the weights written
     metrics: dict[str, Any] = {
-        "fid": final.get("fid"), "kid": final.get("kid"), "augment_p": final["augment_p"],
+        "fid": final.get("fid"),
+        "kid": final.get("kid"),
+        "augment_p": final["augment_p"],
         "evaluator": ev.name if ev is not None else NO_EVALUATOR,
         "fid_reference": against if ev is not None else None,  # which real images FID/KID compare with
-        "steps": hp.steps, "seconds": time.monotonic() - started, "history": history, **early_stopping,
+        "steps": hp.steps,
+        "seconds": time.monotonic() - started,
+        "history": history,
+        **early_stopping,
     }
     run.write_json(out_dir / "metrics.json", metrics)  # samples.png and curves.png: the last evaluation's
-    artifacts = ["model.safetensors", "model.json", "model.pt2", "generator.safetensors", "generator.json",
-                 "discriminator.safetensors", "discriminator.json", "metrics.json", *PICTURES]
+    artifacts = [
+        "model.safetensors",
+        "model.json",
+        "model.pt2",
+        "generator.safetensors",
+        "generator.json",
+        "discriminator.safetensors",
+        "discriminator.json",
+        "metrics.json",
+        *PICTURES,
+    ]
     for name in artifacts:
         progress(ProgressUpdate("artifact", hp.steps, hp.steps, {}, path=name))
     return RunResult(metrics=metrics, artifacts=artifacts)
@@ -384,12 +465,18 @@ def _curve_panels(out_dir: Path) -> dict[str, dict[str, list[tuple[float, float]
     """Losses, FID/KID and p over steps, read back from metrics.jsonl (complete across resumes in the same
     folder; a worker's later attempt starts a fresh folder, so its curves begin at the resumed step)."""
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    series = {"GAN losses": ("log", ["loss_d", "loss_g"]), "FID": ("evaluation", ["fid"]),
-              "KID": ("evaluation", ["kid"]), "augmentation p": ("log", ["augment_p"])}
+    series = {
+        "GAN losses": ("log", ["loss_d", "loss_g"]),
+        "FID": ("evaluation", ["fid"]),
+        "KID": ("evaluation", ["kid"]),
+        "augmentation p": ("log", ["augment_p"]),
+    }
     panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for title, (kind, keys) in series.items():
-        lines = {k: [(float(r["step"]), float(r[k])) for r in records if r.get("kind") == kind
-                     and r.get(k) is not None] for k in keys}
+        lines = {
+            k: [(float(r["step"]), float(r[k])) for r in records if r.get("kind") == kind and r.get(k) is not None]
+            for k in keys
+        }
         if any(lines.values()):
             panels[title] = lines
     return panels

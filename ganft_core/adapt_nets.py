@@ -39,8 +39,14 @@ def build_nets(hp: AdaptHyperparameters, layout: Layout, base_model: Path | None
         raise SpecError("adapt trains image GANs; this dataset holds feature vectors", field="dataset_id")
     if base_model is None:
         g, d = _fresh(hp, layout)
-        nets = GanNets(g, d, _z_dim(g), pretrained_g=False, pretrained_d=False,
-                       notes=[f"no base model: training {g.architecture} / {d.architecture} from scratch"])
+        nets = GanNets(
+            g,
+            d,
+            _z_dim(g),
+            pretrained_g=False,
+            pretrained_d=False,
+            notes=[f"no base model: training {g.architecture} / {d.architecture} from scratch"],
+        )
     else:
         nets = _load(hp, Path(base_model), layout)
     nets.image = _check_shapes(nets, layout)
@@ -76,8 +82,9 @@ def _arguments_for(name: str, layout: Layout, z_dim: int) -> dict[str, object]:
 
 def _load(hp: AdaptHyperparameters, folder: Path, layout: Layout) -> GanNets:
     if (folder / "model.pt2").exists() and not (folder / "model.safetensors").exists():
-        raise ModelError("adapt needs a GAN (generator + discriminator weights), not an exported program",
-                         field="base_model_id")
+        raise ModelError(
+            "adapt needs a GAN (generator + discriminator weights), not an exported program", field="base_model_id"
+        )
     stem = "generator" if (folder / "generator.json").exists() else "model"
     g, g_meta = load_model(folder, stem)
     _require_role(g_meta, "generator", f"{stem}.json")
@@ -86,15 +93,19 @@ def _load(hp: AdaptHyperparameters, folder: Path, layout: Layout) -> GanNets:
     if "z_dim" in hp.model_fields_set and hp.z_dim != z_dim:
         raise SpecError(f"z_dim={hp.z_dim} but the base generator takes z_dim={z_dim}", field="hyperparameters.z_dim")
     if hp.generator_architecture not in (None, g_meta.architecture):
-        raise SpecError(f"generator_architecture={hp.generator_architecture!r} but the base generator is "
-                        f"{g_meta.architecture!r}", field="hyperparameters.generator_architecture")
+        raise SpecError(
+            f"generator_architecture={hp.generator_architecture!r} but the base generator is {g_meta.architecture!r}",
+            field="hyperparameters.generator_architecture",
+        )
     if (folder / "discriminator.json").exists():
         d, d_meta = load_model(folder, "discriminator")
         _require_role(d_meta, "discriminator", "discriminator.json")
         if hp.discriminator_architecture not in (None, d_meta.architecture):
-            raise SpecError(f"discriminator_architecture={hp.discriminator_architecture!r} but the base "
-                            f"discriminator is {d_meta.architecture!r}",
-                            field="hyperparameters.discriminator_architecture")
+            raise SpecError(
+                f"discriminator_architecture={hp.discriminator_architecture!r} but the base "
+                f"discriminator is {d_meta.architecture!r}",
+                field="hyperparameters.discriminator_architecture",
+            )
         notes.append(f"base discriminator: {d_meta.architecture}")
         pretrained_d = True
     else:
@@ -153,18 +164,22 @@ def _check_shapes(nets: GanNets, layout: Layout) -> Layout:
         x = g(torch.randn(2, nets.z_dim))
         c, h, w = (int(v) for v in x.shape[1:])
         if c != layout.channels or h > layout.height or w > layout.width:
-            raise ModelError(f"the generator makes {c}×{h}×{w} images but the dataset holds "
-                             f"{layout.describe()}; use a base model for images of the data's channels and at most "
-                             "its size (larger data is resized or cropped to fit: `large_images`)",
-                             field="base_model_id")
+            raise ModelError(
+                f"the generator makes {c}×{h}×{w} images but the dataset holds "
+                f"{layout.describe()}; use a base model for images of the data's channels and at most "
+                "its size (larger data is resized or cropped to fit: `large_images`)",
+                field="base_model_id",
+            )
         try:
             logits = d(x)
         except RuntimeError as exc:  # a conv/linear shape mismatch deep inside D
-            raise ModelError(f"the discriminator cannot take {layout.describe()}: {exc}",
-                             field="base_model_id") from None
+            raise ModelError(
+                f"the discriminator cannot take {layout.describe()}: {exc}", field="base_model_id"
+            ) from None
         if tuple(logits.shape) != (2,):
-            raise ModelError(f"the discriminator returns shape {tuple(logits.shape)}, expected (N,)",
-                             field="base_model_id")
+            raise ModelError(
+                f"the discriminator returns shape {tuple(logits.shape)}, expected (N,)", field="base_model_id"
+            )
     finally:
         g.train(g_mode)
         d.train(d_mode)
@@ -182,8 +197,10 @@ def freeze_lowest_blocks(d: nn.Module, count: int) -> list[nn.Module]:
         return []
     blocks = d_blocks(d)
     if count >= len(blocks):
-        raise SpecError(f"freeze_d_blocks={count} but the discriminator has {len(blocks)} blocks; "
-                        "at least the last one must train", field="hyperparameters.freeze_d_blocks")
+        raise SpecError(
+            f"freeze_d_blocks={count} but the discriminator has {len(blocks)} blocks; at least the last one must train",
+            field="hyperparameters.freeze_d_blocks",
+        )
     frozen = blocks[:count]
     for block in frozen:
         block.requires_grad_(False)

@@ -49,7 +49,6 @@ class FeatureStats:
             raise ValueError("need at least 2 feature vectors for a covariance")
         return cls(features=f, mu=f.mean(0), sigma=torch.cov(f.T).reshape(f.shape[1], f.shape[1]))
 
-
     @classmethod
     def of_batches(cls, ev: Evaluator, feed: Any, *, keep: int = KID_MAX_FEATURES, seed: int = 0) -> FeatureStats:
         """The stats of every image of `feed` (a `ganft_core.data.feed.Feed`), read `ev.batch_size` at a time.
@@ -148,8 +147,15 @@ class Evaluator:
     input size differs (Inception always resizes to 299 itself).
     """
 
-    def __init__(self, net: nn.Module, name: str, *, channels: int | None = None,
-                 size: tuple[int, int] | None = None, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        name: str,
+        *,
+        channels: int | None = None,
+        size: tuple[int, int] | None = None,
+        batch_size: int = 256,
+    ) -> None:
         self.net = net.eval().requires_grad_(False)
         self.name = name
         self.channels = channels
@@ -198,8 +204,12 @@ def load_evaluator(*, evaluator: Path | None, inception_weights: Path | None) ->
         from ganft_core.inception import FEATURE_DIM, load_inception
 
         inception = load_inception(Path(inception_weights))
-        return Evaluator(inception, f"inception-v3 ({inception.variant} weights {Path(inception_weights).name}), "
-                                    f"pool3 {FEATURE_DIM}-d", channels=3, batch_size=64)
+        return Evaluator(
+            inception,
+            f"inception-v3 ({inception.variant} weights {Path(inception_weights).name}), pool3 {FEATURE_DIM}-d",
+            channels=3,
+            batch_size=64,
+        )
     if evaluator is None:
         return None
     from ganft_core.models.io import load_model
@@ -217,12 +227,17 @@ def load_evaluator(*, evaluator: Path | None, inception_weights: Path | None) ->
         if len(shape) != 4:
             raise ModelError("the evaluator program must take N×C×H×W images", field="evaluator")
         fixed = all(isinstance(v, int) for v in shape[1:])
-        return Evaluator(program.eval(), f"classifier program features ({folder.name})",
-                         channels=shape[1], size=(shape[2], shape[3]) if fixed else None)  # type: ignore[arg-type]
+        return Evaluator(
+            program.eval(),
+            f"classifier program features ({folder.name})",
+            channels=shape[1],
+            size=(shape[2], shape[3]) if fixed else None,
+        )  # type: ignore[arg-type]
     net, meta = load_model(folder)
     if meta.role != "classifier" or not callable(getattr(net, "features", None)):
-        raise ModelError(f"the evaluator must be an image classifier with features(), got a {meta.role}",
-                         field="evaluator")
+        raise ModelError(
+            f"the evaluator must be an image classifier with features(), got a {meta.role}", field="evaluator"
+        )
     layout: dict[str, Any] = meta.input_layout
     if layout.get("kind", "image") != "image":
         raise ModelError("the evaluator must take images, it takes feature vectors", field="evaluator")

@@ -100,8 +100,14 @@ def curve_figure(panels: Mapping[str, Panel]) -> Figure:
     left, right, top, bottom, gap_x, gap_y = 0.75, 0.15, 0.35, 0.5, 0.85, 0.85
     axes_w = (width - left - right - gap_x * (cols - 1)) / cols
     axes_h = (height - top - bottom - gap_y * (rows - 1)) / rows
-    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
-                        wspace=gap_x / axes_w, hspace=gap_y / axes_h)
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        wspace=gap_x / axes_w,
+        hspace=gap_y / axes_h,
+    )
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
@@ -119,8 +125,15 @@ def curve_figure(panels: Mapping[str, Panel]) -> Figure:
                 continue  # e.g. the control's accuracy of a run without a control (all NaN)
             style = CONTROL_STYLE if name == "control" else {}
             marker = "o" if len(points) <= 20 else None  # sparse series (evaluations): show each point
-            ax.plot([s for s, _ in points], [v for _, v in points], label=name, marker=marker, markersize=3,
-                    linewidth=1.4, **style)
+            ax.plot(
+                [s for s, _ in points],
+                [v for _, v in points],
+                label=name,
+                marker=marker,
+                markersize=3,
+                linewidth=1.4,
+                **style,
+            )
             drawn += 1
         if not drawn:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", color="0.5", transform=ax.transAxes)

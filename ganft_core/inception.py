@@ -34,8 +34,14 @@ FEATURE_DIM = 2048
 class BasicConv2d(nn.Module):
     """conv (no bias) + batch norm (eps 1e-3, as in TF) + ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: int | tuple[int, int], stride: int = 1,
-                 padding: int | tuple[int, int] = 0) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int | tuple[int, int],
+        stride: int = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=0.001)
@@ -103,8 +109,13 @@ class InceptionC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         bd = x
-        for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3,
-                     self.branch7x7dbl_4, self.branch7x7dbl_5):
+        for conv in (
+            self.branch7x7dbl_1,
+            self.branch7x7dbl_2,
+            self.branch7x7dbl_3,
+            self.branch7x7dbl_4,
+            self.branch7x7dbl_5,
+        ):
             bd = conv(bd)
         bp = self.branch_pool(_avg_pool(x, self.tf_pool))
         return torch.cat([self.branch1x1(x), b7, bd, bp], 1)

@@ -216,8 +216,9 @@ def ensure_finite_weights(modules: Mapping[str, nn.Module | None], step: int) ->
     flags = torch.stack([torch.stack([p.detach().isfinite().all() for p in m.parameters()]).all() for _, m in named])
     for (name, _), ok in zip(named, flags.cpu().tolist(), strict=True):
         if not ok:
-            raise NanLossError(f"the weights of the {name} became NaN or infinite by step {step}; "
-                               "the last good checkpoint is kept")
+            raise NanLossError(
+                f"the weights of the {name} became NaN or infinite by step {step}; the last good checkpoint is kept"
+            )
 
 
 # ---------------------------------------------------------------- EMA

@@ -88,18 +88,39 @@ def train(
     report: ProgressFn = progress or (lambda _update: None)
     abort: AbortFn = should_abort or (lambda: False)
     try:
-        return _dispatch(spec, data, out_dir, validation=validation, base_model=base_model, evaluator=evaluator,
-                         inception_weights=inception_weights, progress=report, should_abort=abort,
-                         device=torch_device)
+        return _dispatch(
+            spec,
+            data,
+            out_dir,
+            validation=validation,
+            base_model=base_model,
+            evaluator=evaluator,
+            inception_weights=inception_weights,
+            progress=report,
+            should_abort=abort,
+            device=torch_device,
+        )
     except torch.OutOfMemoryError as exc:
         raise GanftError(
             f"the run ran out of {torch_device.type.upper()} memory; lower batch_size or use smaller images "
-            "(the newest checkpoint is kept)", code="out_of_memory") from exc
+            "(the newest checkpoint is kept)",
+            code="out_of_memory",
+        ) from exc
 
 
-def _dispatch(spec: TrainSpec, data: Dataset, out_dir: Path, *, validation: Dataset | None,
-              base_model: Path | None, evaluator: Path | None, inception_weights: Path | None,
-              progress: ProgressFn, should_abort: AbortFn, device: torch.device) -> RunResult:
+def _dispatch(
+    spec: TrainSpec,
+    data: Dataset,
+    out_dir: Path,
+    *,
+    validation: Dataset | None,
+    base_model: Path | None,
+    evaluator: Path | None,
+    inception_weights: Path | None,
+    progress: ProgressFn,
+    should_abort: AbortFn,
+    device: torch.device,
+) -> RunResult:
     """Call the method's training loop (imported here: each method pulls in only its own nets)."""
     hp = spec.hyperparameters
     if spec.method == "ssgan":
@@ -110,8 +131,17 @@ def _dispatch(spec: TrainSpec, data: Dataset, out_dir: Path, *, validation: Data
         if isinstance(data, TextDataset):  # GAN-BERT: ganft_core/ssgan_text.py
             from ganft_core.ssgan_text import train_ssgan_text
 
-            return train_ssgan_text(hp, data, out_dir, seed=spec.seed, validation=validation,  # type: ignore[arg-type]
-                                    base_model=base_model, progress=progress, should_abort=should_abort, device=device)
+            return train_ssgan_text(
+                hp,
+                data,
+                out_dir,
+                seed=spec.seed,
+                validation=validation,  # type: ignore[arg-type]
+                base_model=base_model,
+                progress=progress,
+                should_abort=should_abort,
+                device=device,
+            )
         from ganft_core.ssgan import train_ssgan
 
         return train_ssgan(

@@ -143,8 +143,14 @@ async def upload_dataset(
 
 def _upload_out(row: Dataset) -> UploadOut:
     state = datasets.upload_state(row)
-    return UploadOut(id=row.id, name=row.name, format=row.format, size_bytes=state["size_bytes"],  # type: ignore[arg-type]
-                     offset=state["offset"], created_at=row.created_at)
+    return UploadOut(
+        id=row.id,
+        name=row.name,
+        format=row.format,
+        size_bytes=state["size_bytes"],  # type: ignore[arg-type]
+        offset=state["offset"],
+        created_at=row.created_at,
+    )
 
 
 @router.post("/uploads", status_code=201, response_model=UploadOut)
@@ -156,8 +162,14 @@ def create_upload(body: UploadCreate, session: SessionDep, tenant: TenantDep, se
     if body.size_bytes > limit.max_bytes:
         raise limit.problem()
     fmt = _pick_format(body.format, body.name)
-    row = datasets.create_resumable(session, dataset_id=new_id("ds"), tenant_id=tenant.tenant_id, name=body.name,
-                                    fmt=fmt, size_bytes=body.size_bytes)
+    row = datasets.create_resumable(
+        session,
+        dataset_id=new_id("ds"),
+        tenant_id=tenant.tenant_id,
+        name=body.name,
+        fmt=fmt,
+        size_bytes=body.size_bytes,
+    )
     session.commit()
     return _upload_out(row)
 
@@ -181,8 +193,11 @@ def _resumable(engine: Engine, tenant_id: str, upload_id: str) -> Dataset:
         return row
 
 
-@router.put("/uploads/{upload_id}", response_model=UploadOut,
-            openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {}}}})
+@router.put(
+    "/uploads/{upload_id}",
+    response_model=UploadOut,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {}}}},
+)
 async def put_upload_part(
     upload_id: str,
     request: Request,
@@ -205,8 +220,9 @@ async def put_upload_part(
 
     def record() -> Dataset | None:
         with session_scope(engine) as session:
-            done = datasets.add_part(session, tenant_id=tenant.tenant_id, dataset_id=upload_id, offset=offset,
-                                     key=key, size=received.size)
+            done = datasets.add_part(
+                session, tenant_id=tenant.tenant_id, dataset_id=upload_id, offset=offset, key=key, size=received.size
+            )
             if done is None:
                 return None
             row = datasets.get_resumable(session, tenant_id=tenant.tenant_id, dataset_id=upload_id)
@@ -228,13 +244,20 @@ async def put_upload_part(
 
 
 def _offset_conflict(expected: int, given: int) -> Problem:
-    return Problem(409, f"the upload's offset is {expected}, not {given}: send the part that starts at {expected}",
-                   headers={"Upload-Offset": str(expected)})
+    return Problem(
+        409,
+        f"the upload's offset is {expected}, not {given}: send the part that starts at {expected}",
+        headers={"Upload-Offset": str(expected)},
+    )
 
 
 @router.post("/uploads/{upload_id}/complete", status_code=201, response_model=DatasetOut)
 async def complete_upload(
-    upload_id: str, request: Request, tenant: TenantDep, settings: SettingsDep, store: StoreDep,
+    upload_id: str,
+    request: Request,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    store: StoreDep,
     body: UploadComplete | None = None,
 ) -> DatasetOut:
     """Assemble the parts, check the sha256 (when given), validate the dataset; 201 Dataset."""
@@ -264,15 +287,27 @@ async def complete_upload(
         for part in state["parts"]:
             await run_in_threadpool(store.delete, part["key"])
         stats = await anyio.to_thread.run_sync(
-            partial(inspect_dataset, store.local_path(key), row.format, timeout_s=settings.inspect_timeout_s,
-                    max_memory_bytes=settings.inspect_max_memory_bytes),
+            partial(
+                inspect_dataset,
+                store.local_path(key),
+                row.format,
+                timeout_s=settings.inspect_timeout_s,
+                max_memory_bytes=settings.inspect_max_memory_bytes,
+            ),
             limiter=request.app.state.inspect_limiter,
         )
 
         def finish() -> DatasetOut:
             with session_scope(engine) as session:
-                ready = datasets.mark_ready(session, dataset_id=upload_id, name=row.name, fmt=row.format,
-                                            size_bytes=size, sha256=sha256, stats=stats)
+                ready = datasets.mark_ready(
+                    session,
+                    dataset_id=upload_id,
+                    name=row.name,
+                    fmt=row.format,
+                    size_bytes=size,
+                    sha256=sha256,
+                    stats=stats,
+                )
                 return DatasetOut.model_validate(ready)
 
         return await run_in_threadpool(finish)

@@ -260,8 +260,9 @@ def load_npz(path: str | Path, limits: ArchiveLimits) -> Dataset:
     return Dataset(x=npz.x, y=npz.y, classes=list(npz.classes), layout=npz.layout, notes=npz.notes)
 
 
-def store_npz(path: str | Path, limits: ArchiveLimits, allocate: Allocate) -> tuple[np.ndarray, list[str], Layout,
-                                                                                   list[str]]:
+def store_npz(
+    path: str | Path, limits: ArchiveLimits, allocate: Allocate
+) -> tuple[np.ndarray, list[str], Layout, list[str]]:
     """Check the npz and write x into `allocate`'s target as stored (uint8 images stay uint8) in one pass.
 
     Returns (y int64, classes, layout, notes); the same checks and errors as `load_npz`.

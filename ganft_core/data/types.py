@@ -102,8 +102,9 @@ class Dataset:
         if source.dtype == np.uint8 and layout.kind != "image":
             raise DatasetError("uint8 examples must be images")
         ds = cls.__new__(cls)
-        ds._init(source, None if rows is None else np.ascontiguousarray(rows, dtype=np.int64), y, classes, layout,
-                 notes)
+        ds._init(
+            source, None if rows is None else np.ascontiguousarray(rows, dtype=np.int64), y, classes, layout, notes
+        )
         ds._x = None
         return ds
 
@@ -202,8 +203,9 @@ class Dataset:
             indices = np.flatnonzero(indices)
         keep = list(self.notes if notes is None else notes)
         if not self.is_mapped:
-            return Dataset(x=self.source[indices], y=self.y[indices], classes=list(self.classes), layout=self.layout,
-                           notes=keep)
+            return Dataset(
+                x=self.source[indices], y=self.y[indices], classes=list(self.classes), layout=self.layout, notes=keep
+            )
         rows = indices if self.rows is None else self.rows[indices]
         out = Dataset.mapped(self.source, self.y[indices], list(self.classes), self.layout, keep, rows=rows)
         out.storage = self.storage

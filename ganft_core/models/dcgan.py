@@ -60,7 +60,9 @@ class DCGANGenerator(nn.Module):
         n = _stages(args.resolution)
         c = args.width * 2 ** (n - 1)
         layers: list[nn.Module] = [  # N×z×1×1 -> N×c×4×4
-            nn.ConvTranspose2d(args.z_dim, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)
+            nn.ConvTranspose2d(args.z_dim, c, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(True),
         ]
         for _ in range(n - 1):  # each: H -> 2H, channels halve
             layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(True)]

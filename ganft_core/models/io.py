@@ -186,8 +186,11 @@ def _expected_state(meta: ModelMeta) -> dict[str, torch.Size]:
 def _check_state(expected: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], *, source: str) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(s)})" for k, s in expected.items()
-             if k in state and state[k].shape != s]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(s)})"
+        for k, s in expected.items()
+        if k in state and state[k].shape != s
+    ]
     problems = []
     if missing:
         problems.append(f"missing {_first(missing)}")
@@ -218,8 +221,11 @@ def _check_safetensors_header(path: Path) -> None:
         if n <= min(MAX_HEADER_BYTES, size - 8) and head[8:9] == b"{":
             return
     if head.startswith(b"PK"):
-        raise ModelError(f"{path.name} is a zip archive (torch.save or TorchScript), not safetensors; "
-                         "save the state_dict with safetensors.torch.save_file", field="weights")
+        raise ModelError(
+            f"{path.name} is a zip archive (torch.save or TorchScript), not safetensors; "
+            "save the state_dict with safetensors.torch.save_file",
+            field="weights",
+        )
     if head[:1] == b"\x80":
         raise ModelError(f"{path.name} is a Python pickle, not safetensors; pickles are never loaded", field="weights")
     raise ModelError(f"{path.name} is not a safetensors file (bad header)", field="weights")
@@ -254,4 +260,3 @@ def _out_features(head_state: Mapping[str, torch.Tensor]) -> int:
 def _first(items: Sequence[str], n: int = 5) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
-

@@ -48,21 +48,28 @@ def sanitize_program(src: Path, dst: Path) -> None:
         raise ModelError(f"{src.name} is not a torch.export program (.pt2 zip archive)", field="program")
     entries = _read_entries(src)
     if "constants.pkl" in entries or any(n.startswith("code/") for n in entries):
-        raise ModelError("TorchScript archives are not accepted; export the model with torch.export.export "
-                         "and save it with torch.export.save", field="program")
+        raise ModelError(
+            "TorchScript archives are not accepted; export the model with torch.export.export "
+            "and save it with torch.export.save",
+            field="program",
+        )
     if "data.pkl" in entries:
-        raise ModelError(f"{src.name} is a torch.save pickle, not a torch.export program; pickles are never loaded",
-                         field="program")
+        raise ModelError(
+            f"{src.name} is a torch.save pickle, not a torch.export program; pickles are never loaded", field="program"
+        )
     if entries.get("archive_format") != b"pt2" or "models/model.json" not in entries:
-        raise ModelError(f"{src.name} is not a torch.export program (no pt2 archive_format / models/model.json)",
-                         field="program")
+        raise ModelError(
+            f"{src.name} is not a torch.export program (no pt2 archive_format / models/model.json)", field="program"
+        )
     if entries.get("archive_version") != b"0":
         raise ModelError(f"unsupported pt2 archive version {entries.get('archive_version')!r}", field="program")
     for name in entries:
         if not _ALLOWED.match(name):
             what = "compiled code (AOTInductor)" if name.startswith("data/aotinductor/") else "an unexpected entry"
-            raise ModelError(f"the program holds {what}: {name!r}; only plain torch.export.save archives are accepted",
-                             field="program")
+            raise ModelError(
+                f"the program holds {what}: {name!r}; only plain torch.export.save archives are accepted",
+                field="program",
+            )
     _check_payload_config(entries, "data/weights/model_weights_config.json", "weight_")
     _check_payload_config(entries, "data/constants/model_constants_config.json", "tensor_")
     _check_sample_inputs(entries.get("data/sample_inputs/model.pt"))
@@ -85,8 +92,9 @@ def _read_entries(src: Path) -> dict[str, bytes]:
                 raise ModelError(f"the program archive unpacks to more than {MAX_PROGRAM_BYTES} bytes", field="program")
             roots = {n.split("/", 1)[0] for n in names}
             if len(roots) != 1 or any("/" not in n for n in names):
-                raise ModelError("the program archive must hold one root folder (as torch.export.save writes)",
-                                 field="program")
+                raise ModelError(
+                    "the program archive must hold one root folder (as torch.export.save writes)", field="program"
+                )
             out: dict[str, bytes] = {}
             for info in infos:
                 if info.is_dir():
@@ -112,8 +120,9 @@ def _check_payload_config(entries: dict[str, bytes], config_name: str, prefix: s
             raise ModelError(f"{config_name} in the program archive is malformed", field="program")
         path = meta.get("path_name")
         if meta.get("use_pickle") is not False or not isinstance(path, str) or not path.startswith(prefix):
-            raise ModelError(f"the program stores {fqn!r} as a pickled or custom object; only tensors are accepted",
-                             field="program")
+            raise ModelError(
+                f"the program stores {fqn!r} as a pickled or custom object; only tensors are accepted", field="program"
+            )
         folder = config_name.rsplit("/", 1)[0]
         if f"{folder}/{path}" not in entries:
             raise ModelError(f"the program archive lacks the payload of {fqn!r}", field="program")
@@ -134,12 +143,22 @@ def _check_sample_inputs(data: bytes | None) -> None:
 _OP_TARGET = re.compile(r"^torch\.ops\.(aten|prims)\.\w+\.\w+$")
 _UNSAFE_OPS = re.compile(r"file|save|load")  # aten.from_file maps (and can write) files by name
 # The symbolic-int arithmetic torch serialises as Python callables (serialize.py `_SYM_OPS`).
-_SYM_TARGETS = {f"_operator.{n}" for n in (
-    "eq ne le ge lt gt neg pos mul add sub floordiv mod pow truediv and_ or_ lshift rshift".split())} | {
-    "math.trunc", "torch.sym_not", "torch.sym_int", "torch.sym_float", "torch.sym_ite", "torch.sym_max",
-    "torch.sym_min", "torch.sym_sqrt"}
+_SYM_TARGETS = {
+    f"_operator.{n}"
+    for n in ("eq ne le ge lt gt neg pos mul add sub floordiv mod pow truediv and_ or_ lshift rshift".split())
+} | {
+    "math.trunc",
+    "torch.sym_not",
+    "torch.sym_int",
+    "torch.sym_float",
+    "torch.sym_ite",
+    "torch.sym_max",
+    "torch.sym_min",
+    "torch.sym_sqrt",
+}
 # Names a shape expression may use: sympy classes, torch's sympy functions, assumption keywords.
-_EXPR_NAMES = set("""
+_EXPR_NAMES = set(
+    """
 Symbol Integer Float Rational Add Mul Pow Max Min Eq Ne Lt Le Gt Ge StrictLessThan StrictGreaterThan
 LessThan GreaterThan Equality Unequality And Or Not Piecewise ExprCondPair Abs floor ceiling sqrt oo zoo nan
 true false True False None S Half One Zero NegativeOne Infinity NegativeInfinity BooleanTrue BooleanFalse
@@ -148,7 +167,8 @@ FloatPow FloatTrueDiv IntTrueDiv IsNonOverlappingAndDenseIndicator TruncToFloat 
 RoundDecimal ToFloat Identity OpaqueUnaryFn_sqrt
 positive negative nonnegative nonpositive integer real finite infinite zero nonzero even odd commutative
 rational extended_real
-""".split())
+""".split()
+)
 _SHAPE_SYMBOL = re.compile(r"^[a-z]{1,4}\d+$")  # s77, u0, zuf3 ...
 _NUMBER = re.compile(r"(?<![\w.])\d+(\.\d*)?([eE][+-]?\d+)?")
 _QUOTED_SYMBOL = re.compile(r"'([a-z]{1,4}\d+)'")
@@ -177,11 +197,13 @@ def _walk(value: object) -> None:
             if key == "expr_str":
                 _check_expr(item)
             elif key == "custom_obj_values" and item:
-                raise ModelError("the program holds custom (TorchBind) objects; only tensors are accepted",
-                                 field="program")
+                raise ModelError(
+                    "the program holds custom (TorchBind) objects; only tensors are accepted", field="program"
+                )
             elif key == "as_custom_obj":
-                raise ModelError("the program holds custom (TorchBind) objects; only tensors are accepted",
-                                 field="program")
+                raise ModelError(
+                    "the program holds custom (TorchBind) objects; only tensors are accepted", field="program"
+                )
             _walk(item)
     elif isinstance(value, list):
         for item in value:
@@ -195,8 +217,10 @@ def _walk(value: object) -> None:
             if isinstance(inner, (dict, list)):
                 _walk(inner)
         if "__enum__" in value or "default_factory_module" in value:
-            raise ModelError("the program's input/output structure names a Python module; use tensors, tuples, "
-                             "lists and dicts only", field="program")
+            raise ModelError(
+                "the program's input/output structure names a Python module; use tensors, tuples, lists and dicts only",
+                field="program",
+            )
 
 
 def _check_target(target: object) -> None:
@@ -214,7 +238,11 @@ def _check_expr(expr: object) -> None:
     if ok and isinstance(expr, str):
         text = _NUMBER.sub(" ", _QUOTED_SYMBOL.sub(" ", expr))
         names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
-        ok = ("'" not in text and "." not in text and not any(f in text for f in _FORBIDDEN_TEXT)
-              and all(n in _EXPR_NAMES or _SHAPE_SYMBOL.match(n) for n in names))
+        ok = (
+            "'" not in text
+            and "." not in text
+            and not any(f in text for f in _FORBIDDEN_TEXT)
+            and all(n in _EXPR_NAMES or _SHAPE_SYMBOL.match(n) for n in names)
+        )
     if not ok:
         raise ModelError(f"the program holds an unexpected shape expression {str(expr)[:80]!r}", field="program")

@@ -119,9 +119,7 @@ def default_classifier_for(layout: LayoutLike, num_classes: int | None = None) -
     return name, args
 
 
-def default_gan_for(
-    layout: LayoutLike, z_dim: int
-) -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
+def default_gan_for(layout: LayoutLike, z_dim: int) -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
     """((G name, G args), (D name, D args)) for training a GAN from scratch on `layout` data.
 
     Feature vectors -> `mlp_g` (linear output) / `mlp_d`; square power-of-two images of 32-128 px ->

@@ -20,8 +20,13 @@ from tests.cli.helpers import Ganft
 from tests.sdk.test_client import tiny_npz
 
 WORKER = "w-cli-test"
-EVALUATION = {"accuracy": 0.5, "macro_f1": 0.4, "control_accuracy": 0.45, "control_macro_f1": 0.4,
-              "delta_accuracy": 0.05}  # what an ssgan evaluation event carries (ssgan_report.headline)
+EVALUATION = {
+    "accuracy": 0.5,
+    "macro_f1": 0.4,
+    "control_accuracy": 0.45,
+    "control_macro_f1": 0.4,
+    "delta_accuracy": 0.05,
+}  # what an ssgan evaluation event carries (ssgan_report.headline)
 
 
 @pytest.fixture

@@ -79,8 +79,9 @@ def test_train_refuses_a_bad_spec(
     tmp_path: Path, tiny_features_npz: Path, capsys: pytest.CaptureFixture[str], spec: object, field: str | None
 ) -> None:
     """A spec with steps=0, an unknown field, an unknown method or broken JSON: exit 2, invalid_spec with the field."""
-    code = main(["train", str(_spec(tmp_path, spec)), "--data", str(tiny_features_npz), "--out", str(tmp_path / "r"),
-                 "--json"])
+    code = main(
+        ["train", str(_spec(tmp_path, spec)), "--data", str(tiny_features_npz), "--out", str(tmp_path / "r"), "--json"]
+    )
     error = json.loads(capsys.readouterr().out)["error"]
     assert code == 2 and error["code"] == "invalid_spec" and error.get("field") == field
     assert not (tmp_path / "r").exists()
@@ -117,8 +118,17 @@ def test_train_reports_trainer_errors_as_json(
     """Data and spec pass, then ganft_core.train.train refuses --device tpu: exit 2 with its invalid_spec on stdout."""
     pytest.importorskip("ganft_core.train")
     spec = _spec(tmp_path, {"method": "ssgan"})
-    args = ["train", str(spec), "--data", str(tiny_features_npz), "--out", str(tmp_path / "r"), "--device", "tpu",
-            "--json"]
+    args = [
+        "train",
+        str(spec),
+        "--data",
+        str(tiny_features_npz),
+        "--out",
+        str(tmp_path / "r"),
+        "--device",
+        "tpu",
+        "--json",
+    ]
     assert main(args) == 2
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["code"] == "invalid_spec" and error["field"] == "device"

@@ -159,8 +159,16 @@ class ScriptedJob(threading.Thread):
             "control": control,
             "delta_accuracy": ours["accuracy"] - control["accuracy"],
             "delta_macro_f1": ours["macro_f1"] - control["macro_f1"],
-            "verdict": {"outcome": "helped", "metric": "accuracy", "ssgan": 0.9, "control": 0.82, "delta": 0.08,
-                        "margin": 0.05, "use": "model", "message": "the GAN helped"},  # ganft_core/verdict.py's keys
+            "verdict": {
+                "outcome": "helped",
+                "metric": "accuracy",
+                "ssgan": 0.9,
+                "control": 0.82,
+                "delta": 0.08,
+                "margin": 0.05,
+                "use": "model",
+                "message": "the GAN helped",
+            },  # ganft_core/verdict.py's keys
             "labeled_examples": 100,
             "unlabeled_examples": 1200,
             "validation_examples": 180,

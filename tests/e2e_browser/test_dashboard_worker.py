@@ -72,8 +72,11 @@ def test_dashboard_follows_a_real_worker(browser: Browser, stack: Stack) -> None
     result = page.inner_text("#result-table")
     assert "Accuracy" in result and "Macro F1" in result
     assert page.locator("td.delta").count() == 4  # ssgan against its supervised control
-    assert re.search(r"(The GAN helped|The GAN hurt|No difference within noise): [+−]?\d+\.\d ± \d+\.\d accuracy "
-                     r"points against the supervised control\. Use (model|control)\.pt2", page.inner_text("#results"))
+    assert re.search(
+        r"(The GAN helped|The GAN hurt|No difference within noise): [+−]?\d+\.\d ± \d+\.\d accuracy "
+        r"points against the supervised control\. Use (model|control)\.pt2",
+        page.inner_text("#results"),
+    )
     curves_card = page.eval_on_selector("#curves-img", "i => i.closest('section').querySelector('h2').textContent")
     assert curves_card == "Training curves"  # curves.png in a card of its own, at up to its own width
     assert page.eval_on_selector("#curves-img", "i => i.naturalWidth") == 1000  # two 500 px panels
