@@ -231,8 +231,8 @@ def load_evaluator(*, evaluator: Path | None, inception_weights: Path | None) ->
             program.eval(),
             f"classifier program features ({folder.name})",
             channels=shape[1],
-            size=(shape[2], shape[3]) if fixed else None,
-        )  # type: ignore[arg-type]
+            size=(shape[2], shape[3]) if fixed else None,  # type: ignore[arg-type]  # ints when fixed
+        )
     net, meta = load_model(folder)
     if meta.role != "classifier" or not callable(getattr(net, "features", None)):
         raise ModelError(

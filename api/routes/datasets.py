@@ -146,8 +146,8 @@ def _upload_out(row: Dataset) -> UploadOut:
     return UploadOut(
         id=row.id,
         name=row.name,
-        format=row.format,
-        size_bytes=state["size_bytes"],  # type: ignore[arg-type]
+        format=row.format,  # type: ignore[arg-type]  # (a DatasetFormat, checked on the way in)
+        size_bytes=state["size_bytes"],
         offset=state["offset"],
         created_at=row.created_at,
     )
