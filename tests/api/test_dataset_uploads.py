@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -13,6 +14,9 @@ from fastapi.testclient import TestClient
 from ganft.client import Client
 from ganft.settings import Settings
 from tests.api.conftest import npz_bytes, wait_until
+
+if TYPE_CHECKING:  # TestClient's responses: httpx2's on starlette >= 1.0, httpx's before
+    from starlette.testclient import httpx as testclient_httpx
 
 
 def _files(settings: Settings, upload_id: str) -> list[str]:
@@ -74,7 +78,7 @@ def test_offsets_are_enforced(client: TestClient, headers: dict[str, str], setti
 def test_bad_requests_name_the_field(
     client: TestClient, headers: dict[str, str], other_headers: dict[str, str], make_client: Callable[..., TestClient]
 ) -> None:
-    def start(**body: object) -> httpx.Response:
+    def start(**body: object) -> testclient_httpx.Response:
         return client.post("/v1/datasets/uploads", headers=headers, json=body)
 
     assert start(name="d", size_bytes=10).json()["errors"][0]["field"] == "format"

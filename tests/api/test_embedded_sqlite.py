@@ -21,7 +21,8 @@ def test_sqlite_engine_pragmas(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
-        assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+        busy_timeout_ms = connection.execute(text("PRAGMA busy_timeout")).scalar()
+        assert busy_timeout_ms is not None and busy_timeout_ms >= 1000
     engine.dispose()
 
 

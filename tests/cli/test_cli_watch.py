@@ -89,9 +89,11 @@ def _succeed(engine: Engine, job_id: str, result: dict[str, Any], role: str = "c
                                      output_model=model)  # fmt: skip
         from ganft.db.tables import Job
 
-        output = session.get(Job, job_id).output_model_id
+        row = session.get(Job, job_id)
+        assert row is not None
+        output = row.output_model_id
     assert output
-    return str(output)
+    return output
 
 
 def test_plain_progress_lines_off_a_terminal(ganft: Ganft, engine: Engine, tmp_path: Path) -> None:

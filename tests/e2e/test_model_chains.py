@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ganft.client import Client
+from ganft.client_types import Job
 from ganft.demo import accuracies, digits_split, program_accuracy, save_npz
 from tests.e2e import flows
 from tests.e2e.conftest import Stack
@@ -56,17 +57,15 @@ def users_program(train: dict[str, np.ndarray], path: Path) -> Path:
     return path
 
 
-def check_program_output(
-    api: Client, job: dict[str, Any], test: dict[str, np.ndarray], workdir: Path
-) -> dict[str, Any]:
+def check_program_output(api: Client, job: Job, test: dict[str, np.ndarray], workdir: Path) -> dict[str, Any]:
     """The succeeded job's output model is a program, described as stored and served as stored."""
-    assert job["status"] == "succeeded", job["error"]
-    assert job["output_model_id"]
-    model = api.get_model(job["output_model_id"])
-    artifacts = {a.name: a for a in api.list_artifacts(job["id"])}
-    model_json = json.loads(api.download_artifact(job["id"], "model.json", workdir / "model.json").read_text())
+    assert job.status == "succeeded", job.error
+    assert job.output_model_id
+    model = api.get_model(job.output_model_id)
+    artifacts = {a.name: a for a in api.list_artifacts(job.id)}
+    model_json = json.loads(api.download_artifact(job.id, "model.json", workdir / "model.json").read_text())
     # What is stored is a program folder (model.pt2 + a program model.json): so says the row.
-    assert (model.kind, model.role, model.source_job_id) == ("program", "classifier", job["id"])
+    assert (model.kind, model.role, model.source_job_id) == ("program", "classifier", job.id)
     assert model.config == model_json and model_json["format"] == "program"
     assert model_json["class_names"] == [str(k) for k in range(10)]
     assert (model.sha256, model.size_bytes) == (artifacts["model.pt2"].sha256, artifacts["model.pt2"].size_bytes)
@@ -76,7 +75,7 @@ def check_program_output(
     body = api.request("GET", f"/v1/models/{model.id}/weights").content
     assert hashlib.sha256(body).hexdigest() == model.sha256 and len(body) == model.size_bytes
     (workdir / "served.pt2").write_bytes(body)
-    metrics = json.loads(api.download_artifact(job["id"], "metrics.json", workdir / "metrics.json").read_text())
+    metrics = json.loads(api.download_artifact(job.id, "metrics.json", workdir / "metrics.json").read_text())
     reported, _ = accuracies(metrics)
     assert reported is not None
     accuracy = program_accuracy(workdir / "served.pt2", test["x"], test["y"])  # plain torch.export.load

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from pydantic import SecretStr
 
 from ganft.client import Client
 from ganft.db.session import session_scope
@@ -54,7 +55,7 @@ class S3Stack(Stack):
             store_endpoint=self.env["AWS_ENDPOINT_URL"],
             store_region="us-east-1",
             store_access_key_id=ACCESS_KEY,
-            store_secret_access_key=SECRET_KEY,
+            store_secret_access_key=SecretStr(SECRET_KEY),
             store_path_style=True,
         )
         return open_store(settings.store_url, settings)
@@ -278,8 +279,9 @@ def test_a_killed_workers_job_resumes_on_another_machine_from_its_s3_checkpoint(
 
     from tests.worker.helpers import job_events, job_row
 
-    fast_lease = {"GANFT_LEASE_S": "4", "GANFT_REAPER_INTERVAL_S": "1"}
-    stack = _make_stack(s3_server.endpoint, pg_url, engine, tmp_path, worker=True, **fast_lease)
+    stack = _make_stack(  # a fast lease
+        s3_server.endpoint, pg_url, engine, tmp_path, worker=True, GANFT_LEASE_S="4", GANFT_REAPER_INTERVAL_S="1"
+    )
     second: WorkerProcess | None = None
     try:
         with Client(stack.url, stack.key, timeout=60) as api:

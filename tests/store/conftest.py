@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from ganft.settings import Settings
 from ganft.store import Store, open_store
@@ -28,7 +29,7 @@ def s3_settings(s3_server: SeaweedS3, tmp_path: Path) -> Settings:  # noqa: F811
         store_endpoint=s3_server.endpoint,
         store_region="us-east-1",
         store_access_key_id=ACCESS_KEY,
-        store_secret_access_key=SECRET_KEY,
+        store_secret_access_key=SecretStr(SECRET_KEY),
         store_path_style=True,
         store_part_bytes=5 * 1024**2,
         store_timeout_s=5.0,

@@ -16,7 +16,7 @@ from ganft.db.session import session_scope
 from ganft.db.tables import Artifact, Job, utcnow
 from ganft.repo import jobs, lifecycle
 from ganft.repo.lifecycle import ArtifactRecord, OutputModel
-from ganft.store import Store
+from ganft.store import FileStore, Store
 from tests.worker.helpers import WorkerProcess, job_events, make_job, wait_for
 from tests.worker.test_worker_process import TINY_ADAPT, _ended, _send, images_npz
 from worker import staging
@@ -179,9 +179,10 @@ def test_a_running_job_serves_its_latest_pictures_and_a_succeeded_one_exactly_on
     assert row.status == "cancelled"
     kept = _api_rows(client, headers, long_job)
     assert set(kept) == LIVE  # a cancelled job keeps the pictures of its last evaluation
+    assert isinstance(store, FileStore)  # the worker tests' store is a folder: its versions are files
     for name in LIVE:
         _download_png(client, headers, long_job, kept[name])
-        versions = list((Path(store.root) / "jobs" / long_job / "pictures").glob(f"{Path(name).stem}-*"))
+        versions = list((store.root / "jobs" / long_job / "pictures").glob(f"{Path(name).stem}-*"))
         assert 1 <= len(versions) <= KEEP_VERSIONS
 
     # A job that succeeds (with a live row an earlier attempt left behind) ends with exactly one set.
