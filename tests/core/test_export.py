@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from ganft_core.models import registry
 from ganft_core.models.export import export_program
 
 # (name, args, one example's input shape)
-NETS = [
+NETS: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
     ("mlp", {"in_shape": [1, 8, 8], "num_classes": 10, "hidden": [32, 16], "mean": [0.3], "std": [0.2]}, (1, 8, 8)),
     ("convnet", {"in_channels": 3, "num_classes": 4, "widths": [4, 8], "dropout": 0.3}, (3, 12, 12)),
     ("resnet18", {"num_classes": 3, "in_channels": 1, "small_input": True}, (1, 16, 16)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -10,6 +11,9 @@ import torch
 from ganft_core.errors import ModelError
 from ganft_core.fid import FeatureStats, frechet_distance, kernel_inception_distance, load_evaluator
 from ganft_core.inception import InceptionV3Features, load_inception
+
+if TYPE_CHECKING:
+    from ganft_core.models.convnet import ConvNet
 
 
 def _gaussian(n: int, d: int, shift: float = 0.0, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
@@ -116,11 +120,12 @@ def test_kid_equals_the_unbiased_mmd_formula() -> None:
     assert kernel_inception_distance(x, y, subsets=1) == pytest.approx(float(expected), rel=1e-10)
 
 
-def _classifier(widths: list[int]) -> torch.nn.Module:
-    from ganft_core.models.registry import build
+def _classifier(widths: list[int]) -> ConvNet:
+    from ganft_core.models.convnet import ConvNet
+    from tests.core.nets import build_as
 
     torch.manual_seed(0)
-    return build("convnet", {"in_channels": 1, "num_classes": 3, "widths": widths, "norm": "none"}).eval()
+    return build_as(ConvNet, "convnet", {"in_channels": 1, "num_classes": 3, "widths": widths, "norm": "none"}).eval()
 
 
 def test_classifier_folder_evaluator_uses_penultimate_features(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.axes import Axes
 from PIL import Image
 
 from ganft_core.adapt import _curve_panels as adapt_panels
@@ -39,6 +40,13 @@ def adapt_run(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _legend(ax: Axes) -> list[str]:
+    """The labels of the panel's legend, which it must have."""
+    legend = ax.get_legend()
+    assert legend is not None, f"no legend on {ax.get_title()!r}"
+    return [t.get_text() for t in legend.get_texts()]
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as img:
@@ -57,8 +65,8 @@ def test_ssgan_curves(tmp_path: Path) -> None:
     losses, accuracy = curve_figure(panels).axes
     assert losses.get_title() == "losses" and losses.get_yscale() == "log"
     assert accuracy.get_yscale() == "linear"
-    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == ["ssgan", "control"]
-    assert [t.get_text() for t in losses.get_legend().get_texts()] == ["D", "G", "control"]
+    assert _legend(accuracy) == ["ssgan", "control"]
+    assert _legend(losses) == ["D", "G", "control"]
     (control_line,) = [line for line in accuracy.get_lines() if line.get_label() == "control"]
     (gan_line,) = [line for line in accuracy.get_lines() if line.get_label() == "ssgan"]
     assert control_line.get_linestyle() == "--" and control_line.get_zorder() < gan_line.get_zorder()
@@ -75,8 +83,8 @@ def test_ssgan_curves_without_a_control(tmp_path: Path) -> None:
     """A run without a control: its all-NaN series are left out, not drawn as an empty legend entry."""
     panels = ssgan_panels(ssgan_history(with_control=False))
     losses, accuracy = curve_figure(panels).axes
-    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == ["ssgan"]
-    assert [t.get_text() for t in losses.get_legend().get_texts()] == ["D", "G"]
+    assert _legend(accuracy) == ["ssgan"]
+    assert _legend(losses) == ["D", "G"]
     assert _png_size(save_curves(panels, tmp_path / "c.png")) == (2 * PANEL_PX[0], PANEL_PX[1])
 
 
@@ -102,7 +110,7 @@ def test_y_scale_rules() -> None:
     with pytest.raises(ValueError, match="yscale"):
         y_scale("losses", {"yscale": "symlog"})
     (ax,) = curve_figure({"FID": {"fid": falling, "yscale": "log"}}).axes
-    assert ax.get_yscale() == "log" and [t.get_text() for t in ax.get_legend().get_texts()] == ["fid"]
+    assert ax.get_yscale() == "log" and _legend(ax) == ["fid"]
 
 
 def test_empty_panels_still_draw(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import io
 import json
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,20 @@ from ganft_core.models.io import (
     read_meta,
     save_model,
 )
+from ganft_core.models.mlp import MLP
+from ganft_core.models.resnet import ResNet18
+from tests.core.nets import build_as
 
 ARGS = {"in_shape": [6], "num_classes": 3, "hidden": [8, 8]}
 CLASSES = ["cat", "dog", "emu"]
 LAYOUT = {"kind": "features", "features": 6}
 
+StateChange = Callable[[dict[str, torch.Tensor]], object]  # edits a state_dict in place
 
-def _saved(tmp_path: Path, stem: str = "model") -> torch.nn.Module:
+
+def _saved(tmp_path: Path, stem: str = "model") -> MLP:
     torch.manual_seed(0)
-    net = registry.build("mlp", ARGS)
+    net = build_as(MLP, "mlp", ARGS)
     save_model(net, meta_for(net, class_names=CLASSES, input_layout=LAYOUT), tmp_path, stem=stem)
     return net
 
@@ -59,7 +65,7 @@ def test_generator_round_trip(tmp_path: Path) -> None:
 
 
 def test_save_refuses_a_meta_that_would_not_load(tmp_path: Path) -> None:
-    net = registry.build("mlp", ARGS)
+    net = build_as(MLP, "mlp", ARGS)
     stale = meta_for(net, class_names=CLASSES)
     net.replace_head(5)  # the meta still says 3 classes
     with pytest.raises(ModelError, match="wrong shape head"):
@@ -70,14 +76,15 @@ def test_save_refuses_a_meta_that_would_not_load(tmp_path: Path) -> None:
 
 
 def test_save_refuses_non_finite_weights(tmp_path: Path) -> None:
-    net = registry.build("mlp", ARGS)
+    net = build_as(MLP, "mlp", ARGS)
+    assert isinstance(net.head, torch.nn.Linear)  # (weight-normed: a parametrized Linear)
     with torch.no_grad():
         net.head.bias[0] = float("nan")
     with pytest.raises(ModelError, match="NaN or infinite"):
         save_model(net, meta_for(net), tmp_path)
 
 
-def _rewrite_weights(tmp_path: Path, change) -> None:
+def _rewrite_weights(tmp_path: Path, change: StateChange) -> None:
     path = tmp_path / "model.safetensors"
     state = dict(registry.build("mlp", ARGS).state_dict())
     change(state)
@@ -93,7 +100,7 @@ def _rewrite_weights(tmp_path: Path, change) -> None:
         (lambda s: s.update({"head.bias": torch.tensor([0.0, float("inf"), 0.0])}), "NaN or infinite.*head.bias"),
     ],
 )
-def test_load_checks_names_shapes_and_values(tmp_path: Path, change, message: str) -> None:
+def test_load_checks_names_shapes_and_values(tmp_path: Path, change: StateChange, message: str) -> None:
     _saved(tmp_path)
     _rewrite_weights(tmp_path, change)
     with pytest.raises(ModelError, match=message) as e:
@@ -177,12 +184,13 @@ def test_user_written_meta_with_few_fields(tmp_path: Path) -> None:
         )
     )
     loaded, meta = load_model(tmp_path)
+    assert isinstance(loaded, ResNet18)
     assert meta.class_names == ["a", "b"] and loaded.fc.out_features == 2
 
 
 def test_load_weights_into_with_another_head(tmp_path: Path) -> None:
     base = _saved(tmp_path)
-    wider = registry.build("mlp", {**ARGS, "num_classes": 5})
+    wider = build_as(MLP, "mlp", {**ARGS, "num_classes": 5})
     with pytest.raises(ModelError, match="wrong shape head"):
         load_weights_into(wider, tmp_path / "model.safetensors")
     message = load_weights_into(wider, tmp_path / "model.safetensors", allow_head_mismatch=True)

@@ -10,7 +10,11 @@ from torch import nn
 
 from ganft_core.errors import ModelError
 from ganft_core.models import registry
+from ganft_core.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganft_core.models.layers import data_normalization
+from ganft_core.models.mlp import MLP
+from ganft_core.models.resnet import ResNet18
+from tests.core.nets import build_as, classifier, discriminator, generator
 
 # torchvision.models.resnet18().state_dict(): (key, shape) in order. Written out, not imported:
 # torchvision is not a dependency.
@@ -258,7 +262,7 @@ def test_bad_values_are_model_errors(name: str, args: dict, field: str) -> None:
 
 
 def test_arguments_round_trip_through_json_with_defaults() -> None:
-    net = registry.build("mlp", {"in_shape": [4], "num_classes": 3, "hidden": [8], "mean": [1]})
+    net = build_as(MLP, "mlp", {"in_shape": [4], "num_classes": 3, "hidden": [8], "mean": [1]})
     name, args = registry.current_arguments(net)
     assert name == "mlp"
     assert args["hidden"] == [8] and args["mean"] == [1.0] and args["input_noise_std"] == 0.3
@@ -329,7 +333,7 @@ def test_default_gan_refuses_odd_sizes() -> None:
 @pytest.mark.parametrize(("name", "args", "shape"), CLASSIFIERS)
 def test_classifier_interface(name: str, args: dict, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
-    net = registry.build(name, args).eval()
+    net = classifier(name, args).eval()
     x = torch.rand(shape)
     logits, feats = net(x), net.features(x)
     assert logits.shape == (shape[0], args["num_classes"])
@@ -373,10 +377,10 @@ def test_data_normalization_is_per_channel_and_never_divides_by_zero() -> None:
 
 
 def test_mlp_follows_improved_gan_and_noise_is_training_only() -> None:
-    net = registry.build("mlp", {"in_shape": [1, 28, 28], "num_classes": 10})
-    widths = [b.linear.out_features for b in net.blocks()]
-    assert widths == [1000, 500, 250, 250, 250]
-    assert hasattr(net.blocks()[0].linear, "parametrizations")  # weight norm
+    net = build_as(MLP, "mlp", {"in_shape": [1, 28, 28], "num_classes": 10})
+    linears = [b.linear for b in net.blocks() if isinstance(b.linear, nn.Linear)]  # every block's
+    assert [lin.out_features for lin in linears] == [1000, 500, 250, 250, 250]
+    assert hasattr(linears[0], "parametrizations")  # weight norm
     x = torch.rand(3, 1, 28, 28)
     net.eval()
     torch.testing.assert_close(net(x), net(x))
@@ -386,7 +390,7 @@ def test_mlp_follows_improved_gan_and_noise_is_training_only() -> None:
 
 
 def test_resnet18_state_dict_matches_torchvision() -> None:
-    net = registry.build("resnet18", {"num_classes": 1000})
+    net = build_as(ResNet18, "resnet18", {"num_classes": 1000})
     assert _keys_and_shapes(net) == TORCHVISION_RESNET18
     assert net.head is net.fc
     assert net.features(torch.rand(1, 3, 64, 64)).shape == (1, 512)
@@ -405,7 +409,7 @@ def test_resnet18_variants_keep_the_names() -> None:
 
 @pytest.mark.parametrize(("name", "args", "out_shape"), GENERATORS)
 def test_generators(name: str, args: dict, out_shape: tuple[int, ...]) -> None:
-    g = registry.build(name, args)
+    g = generator(name, args)
     assert g.z_dim == args["z_dim"]
     with torch.no_grad():
         out = g(torch.randn(out_shape[0], g.z_dim))
@@ -417,7 +421,7 @@ def test_generators(name: str, args: dict, out_shape: tuple[int, ...]) -> None:
 
 @pytest.mark.parametrize(("name", "args", "in_shape"), DISCRIMINATORS)
 def test_discriminators(name: str, args: dict, in_shape: tuple[int, ...]) -> None:
-    d = registry.build(name, args)
+    d = discriminator(name, args)
     x = torch.rand(in_shape, requires_grad=True)
     logits = d(x)
     assert logits.shape == (in_shape[0],)
@@ -435,8 +439,8 @@ def test_discriminators(name: str, args: dict, in_shape: tuple[int, ...]) -> Non
 
 
 def test_dcgan_matches_pytorch_examples_at_64px() -> None:
-    g = registry.build("dcgan_g", {"z_dim": 100, "resolution": 64, "channels": 3, "width": 64})
-    d = registry.build("dcgan_d", {"resolution": 64, "channels": 3, "width": 64})
+    g = build_as(DCGANGenerator, "dcgan_g", {"z_dim": 100, "resolution": 64, "channels": 3, "width": 64})
+    d = build_as(DCGANDiscriminator, "dcgan_d", {"resolution": 64, "channels": 3, "width": 64})
     assert _keys_and_shapes(g) == EXAMPLES_DCGAN_G
     assert _keys_and_shapes(d) == EXAMPLES_DCGAN_D
     assert len(g.blocks()) == 5 and len(d.blocks()) == 5

@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -112,14 +113,14 @@ def test_user_program_fine_tunes_and_reexports(user_pt2: tuple[Path, UserCNN], t
 
     # Training mode: dropout on, batch statistics used and running statistics updated.
     clf.train()
-    running = clf.body.bn.running_mean.clone()
+    running = clf.body.get_buffer("bn.running_mean").clone()
     assert not torch.allclose(clf(x), clf(x))
-    assert not torch.allclose(clf.body.bn.running_mean, running)
+    assert not torch.allclose(clf.body.get_buffer("bn.running_mean"), running)
     # Eval mode: deterministic, running statistics frozen.
     clf.eval()
-    running = clf.body.bn.running_mean.clone()
+    running = clf.body.get_buffer("bn.running_mean").clone()
     torch.testing.assert_close(clf(x), clf(x))
-    torch.testing.assert_close(clf.body.bn.running_mean, running)
+    torch.testing.assert_close(clf.body.get_buffer("bn.running_mean"), running)
 
     # A few optimiser steps move every parameter, the backbone's included.
     clf.train()
@@ -275,7 +276,9 @@ def _rewrite(
     return dst
 
 
-def _edit_json(target: str, edit: Callable[[dict], None]) -> Callable[[str, bytes], bytes]:
+def _edit_json(target: str, edit: Callable[[dict[str, Any]], object]) -> Callable[[str, bytes], bytes]:
+    """A change of the archive's file `target`: `edit` changes its JSON in place (what it returns is ignored)."""
+
     def change(name: str, data: bytes) -> bytes:
         if name != target:
             return data

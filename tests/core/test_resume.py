@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from ganft_core import run, ssgan
 from ganft_core.errors import Aborted, NanLossError
-from ganft_core.train import train
+from ganft_core.train import AbortFn, train
 from tests.core.test_ssgan import blobs, spec
 
 OUTPUTS = ("model", "control", "generator")
@@ -28,9 +28,15 @@ def one_thread_and_reset_determinism() -> Iterator[None]:
     torch.use_deterministic_algorithms(False)  # deterministic runs switch it on process-wide
 
 
-def run_to_end(out: Path, **kwargs: object) -> None:
+def run_to_end(out: Path, should_abort: AbortFn | None = None) -> None:
     hp = spec(steps=30, deterministic=True, ema_decay=0.9, checkpoint_every=10, eval_every=15)
-    train(hp, blobs(20, 5), out, validation=blobs(6, 6, seed=1), **kwargs)  # type: ignore[arg-type]
+    train(hp, blobs(20, 5), out, validation=blobs(6, 6, seed=1), should_abort=should_abort)
+
+
+def _latest_name(out: Path) -> str:
+    latest = run.latest_checkpoint(out)
+    assert latest is not None, f"no checkpoint in {out}"
+    return latest.name
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -51,7 +57,7 @@ def test_aborted_then_resumed_run_ends_bit_identical(tmp_path: Path) -> None:
 
     with pytest.raises(Aborted):
         run_to_end(tmp_path / "interrupted", should_abort=abort_at_13)
-    assert run.latest_checkpoint(tmp_path / "interrupted").name == "ckpt-00000013.pt"
+    assert _latest_name(tmp_path / "interrupted") == "ckpt-00000013.pt"
     run_to_end(tmp_path / "interrupted")
     assert_same_weights(tmp_path / "straight", tmp_path / "interrupted")
 
@@ -71,7 +77,7 @@ def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path: Path, monkeyp
     with pytest.raises(RuntimeError, match="worker lost"):
         run_to_end(tmp_path / "crashed")
     monkeypatch.setattr(ssgan, "feature_matching_loss", real)
-    assert run.latest_checkpoint(tmp_path / "crashed").name == "ckpt-00000010.pt"
+    assert _latest_name(tmp_path / "crashed") == "ckpt-00000010.pt"
     run_to_end(tmp_path / "crashed")  # steps 10..30 again, from the checkpoint
     assert_same_weights(tmp_path / "straight", tmp_path / "crashed")
 
@@ -127,7 +133,8 @@ def test_ema_warms_up_then_follows_the_decay() -> None:
     with torch.no_grad():
         net.weight.fill_(1.0)
     ema.update(net)  # first update: decay min(0.99, 1/10) = 0.1
-    assert ema.module.weight.item() == pytest.approx(0.9)
+    assert isinstance(ema.module, torch.nn.Linear) and ema.module.weight.item() == pytest.approx(0.9)
     restored = run.Ema(net, decay=0.99)
     restored.load_state_dict(ema.state_dict())
+    assert isinstance(restored.module, torch.nn.Linear)
     assert restored.num_updates == 1 and restored.module.weight.item() == pytest.approx(0.9)
