@@ -194,7 +194,7 @@ def train_ssgan(
     z_dim: int = cast(Any, gen).z_dim
     control = copy.deepcopy(net) if hp.run_control else None
     frozen_control = list(control.blocks())[: hp.freeze_blocks] if control is not None else []
-    lr_d, lr_g = resolved_lr(hp, clf)
+    lr_d, lr_g = resolved_lr(hp, clf, train)
     w_unsup = hp.resolved_unsupervised_weight(image=image and not feature_space)
     # Discriminative learning rates: a pretrained backbone moves slower than its head; a replaced head
     # first trains alone for `head_warmup_steps` (backbone lr 0), so random head gradients do not wreck it.

@@ -398,3 +398,15 @@ def test_pseudo_label_temperature_gives_sharpened_soft_targets_under_the_same_ma
     assert ssgan.pseudo_label_loss(weak, strong, 0.9, temperature=1e-3) == pytest.approx(hard.item(), rel=1e-4)
     with pytest.raises(ValueError):
         SsganHyperparameters(pseudo_label_temperature=-1.0)
+
+
+def test_lr_defaults_depend_on_image_size_for_a_convnet_from_scratch() -> None:
+    """1e-3 for D (3e-4 for G) over 16 px, 3e-4 for both on 8×8; explicit values win."""
+    from ganft_core.ssgan_nets import build_classifier, resolved_lr
+
+    hp = SsganHyperparameters()
+    big, small = _images(20), _images(8)
+    assert resolved_lr(hp, build_classifier(hp, big, None), big) == (1e-3, 3e-4)
+    assert resolved_lr(hp, build_classifier(hp, small, None), small) == (3e-4, 3e-4)
+    explicit = SsganHyperparameters(lr_d=2e-4)
+    assert resolved_lr(explicit, build_classifier(explicit, big, None), big) == (2e-4, 2e-4)
