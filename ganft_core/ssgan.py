@@ -61,7 +61,11 @@ from ganft_core.verdict import verdict
 
 log = logging.getLogger(__name__)
 
-EVAL_BATCH = 1024  # examples per forward pass when evaluating
+EVAL_BATCH = 1024  # examples per forward pass when evaluating, at most
+# ... and at most this many bytes of float32 input per pass: the activations grow with the input, and 1024
+# images of 64×64×3 cost ~0.5 GB of them (bench/RESULTS.md "core: datasets at scale": 256 took the 10^5-image
+# run's peak from 1311 to 808 MiB). 12 MiB gives 256 at 64×64×3, 1024 at 28×28 and below.
+EVAL_INPUT_BYTES = 12 * 2**20
 GRID_SAMPLES = 64  # generated images in samples.png (8×8)
 
 
@@ -127,7 +131,12 @@ def predict(net: nn.Module, feed: Feed, device: torch.device) -> torch.Tensor:
     """Argmax class per example (N,), in eval mode and batches; the caller restores training mode."""
     net.eval()
     with run.autocast(device):
-        return torch.cat([net(x).argmax(dim=1) for x in feed.iter_batches(EVAL_BATCH)])
+        return torch.cat([net(x).argmax(dim=1) for x in feed.iter_batches(eval_batch(feed.example_shape))])
+
+
+def eval_batch(example_shape: tuple[int, ...]) -> int:
+    """Examples per evaluation pass: EVAL_BATCH, fewer for large inputs (EVAL_INPUT_BYTES of float32)."""
+    return max(1, min(EVAL_BATCH, EVAL_INPUT_BYTES // (4 * math.prod(example_shape))))
 
 
 def _prepare_data(

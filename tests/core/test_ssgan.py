@@ -288,3 +288,13 @@ def test_asking_for_cuda_without_it_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         train(spec(), blobs(20, 5), tmp_path, device="cuda")
     assert info.value.field == "device"
+
+
+def test_evaluation_batches_shrink_for_large_inputs() -> None:
+    """Evaluation passes hold at most EVAL_INPUT_BYTES of float32 input (their activations grow with it):
+    1024 examples up to 28×28 grey and for feature vectors, 256 at 64×64×3, 20 at 224×224×3, never 0."""
+    from ganft_core.ssgan import eval_batch
+
+    assert [eval_batch(s) for s in [(64,), (1, 28, 28), (3, 64, 64), (3, 224, 224), (3, 4096, 4096)]] == [
+        1024, 1024, 256, 20, 1
+    ]  # fmt: skip
