@@ -137,10 +137,13 @@ class SeaweedS3:
             retry_config={"max_retries": 0},
         )
         try:
-            obstore.put(store, ".ready", b"")
+            obstore.put(store, ".ready", b"ok")
+            # Read back too: after a restart the gateway and filer answer before the volume server serves
+            # reads (GETs answered 500 for a few seconds under load: test_s3_down_when_jobs_start).
+            ready = bytes(obstore.get(store, ".ready").bytes()) == b"ok"
         except Exception:
             return False
-        return True
+        return ready
 
     def pending_uploads(self) -> list[str]:
         """Object keys of the multipart uploads still open in BUCKET (SeaweedFS keeps each one as a
