@@ -163,22 +163,33 @@ def request_pause(session: Session, *, job_id: str) -> Job:
     ).first()
     if paused is not None:
         append_event(session, job_id=job_id, type="status", data={"status": "paused"})
-    else:
-        pausing = session.execute(
-            update(Job).where(Job.id == job_id, Job.status == "running").values(status="pausing").returning(Job.id)
-        ).first()
-        if pausing is not None:
-            append_event(session, job_id=job_id, type="status", data={"status": "pausing"})
-        else:  # already pausing: if for a preemption, the user's pause wins (it ends paused, not queued)
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "pausing", Job.preempted_by.is_not(None))
-                .values(preempted_by=None)
-            )
+    elif not start_pausing(session, job_id=job_id):
+        # Already pausing: if for a preemption, the user's pause wins (it ends paused, not queued).
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "pausing", Job.preempted_by.is_not(None))
+            .values(preempted_by=None)
+        )
     job = session.get_one(Job, job_id, populate_existing=True)
     if job.status not in ("pausing", "paused"):
         raise InvalidTransition(job.status, "paused")
     return job
+
+
+def start_pausing(session: Session, *, job_id: str, preempted_by: str | None = None) -> bool:
+    """running -> pausing (compare-and-set) and its status event; False when the job was not running.
+    `preempted_by`: the `high` job a preemption makes room for (ganft/repo/preemption.py), said in the event."""
+    moved = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running")
+        .values(status="pausing", preempted_by=preempted_by)
+        .returning(Job.id)
+    ).first()
+    if moved is None:
+        return False
+    why = {} if preempted_by is None else {"reason": "preempted", "by": preempted_by}
+    append_event(session, job_id=job_id, type="status", data={"status": "pausing", **why})
+    return True
 
 
 def request_resume(session: Session, *, job_id: str) -> tuple[Job, bool]:

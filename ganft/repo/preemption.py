@@ -19,12 +19,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ganft.db.tables import Job, utcnow
 from ganft.repo.claims import PRIORITIES, QUEUE_ORDER, tenants_at_quota
-from ganft.repo.jobs import append_event
+from ganft.repo.jobs import start_pausing
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,6 @@ def preempt_once(session: Session, *, waited_s: float) -> Preemption | None:
     )
     if victim is None:
         return None
-    stopped = session.execute(
-        update(Job)
-        .where(Job.id == victim, Job.status == "running")
-        .values(status="pausing", preempted_by=waiting)
-        .returning(Job.id)
-    ).first()
-    if stopped is None:
+    if not start_pausing(session, job_id=victim, preempted_by=waiting):
         return None
-    append_event(
-        session, job_id=victim, type="status", data={"status": "pausing", "reason": "preempted", "by": waiting}
-    )
     return Preemption(stopped=victim, for_job=waiting)
