@@ -34,18 +34,12 @@ def build_as(cls: type[M], name: str, args: Mapping[str, Any]) -> M:
 
 
 def classifier(name: str, args: Mapping[str, Any]) -> ImageClassifier:
-    net = registry.build(name, args)
-    assert isinstance(net, ImageClassifier), f"{name} built a {type(net).__name__}"
-    return net
+    return build_as(ImageClassifier, name, args)
 
 
 def generator(name: str, args: Mapping[str, Any]) -> Generator:
-    net = registry.build(name, args)
-    assert isinstance(net, Generator), f"{name} built a {type(net).__name__}"
-    return net
+    return build_as(Generator, name, args)
 
 
 def discriminator(name: str, args: Mapping[str, Any]) -> Discriminator:
-    net = registry.build(name, args)
-    assert isinstance(net, Discriminator), f"{name} built a {type(net).__name__}"
-    return net
+    return build_as(Discriminator, name, args)
