@@ -34,12 +34,18 @@ def build_as(cls: type[M], name: str, args: Mapping[str, Any]) -> M:
 
 
 def classifier(name: str, args: Mapping[str, Any]) -> ImageClassifier:
-    return build_as(ImageClassifier, name, args)
+    net = registry.build(name, args)
+    assert isinstance(net, ImageClassifier), f"{name} built a {type(net).__name__}"
+    return net
 
 
 def generator(name: str, args: Mapping[str, Any]) -> Generator:
-    return build_as(Generator, name, args)
+    net = registry.build(name, args)
+    assert isinstance(net, Generator), f"{name} built a {type(net).__name__}"
+    return net
 
 
 def discriminator(name: str, args: Mapping[str, Any]) -> Discriminator:
-    return build_as(Discriminator, name, args)
+    net = registry.build(name, args)
+    assert isinstance(net, Discriminator), f"{name} built a {type(net).__name__}"
+    return net
